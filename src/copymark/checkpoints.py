@@ -1,0 +1,161 @@
+"""Checkpoints: a folder with ``model.safetensors`` + ``config.json``. Never pickle.
+
+``config.json`` holds the architecture config (whatever the net's builder needs), the copymark
+version, and free-form provenance (training run, data, step). Weights are a flat safetensors
+state dict. Third-party ``.pth`` state dicts are read only through
+``torch.load(weights_only=True)`` and an explicit key-mapping function
+(:func:`load_third_party_state_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+import copymark
+from copymark.errors import WeightsError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _contiguous_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise WeightsError(f"state dict entry {k!r} is a {type(v).__name__}, not a tensor")
+        out[k] = v.detach().cpu().contiguous()
+    return out
+
+
+def save_checkpoint(
+    folder: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically).
+
+    ``config`` is the architecture config (must contain ``kind``); ``provenance`` is free-form.
+    Shared tensors (tied weights) are cloned, since safetensors refuses aliasing.
+    """
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    if "kind" not in config:
+        raise WeightsError("checkpoint config needs a 'kind' naming the architecture")
+    state = _contiguous_state(state_dict)
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):
+        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
+        if ptr in seen and ptr != -1:
+            state[k] = v.clone()
+        seen[ptr] = k
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".safetensors.tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt", "copymark_version": copymark.__version__})
+        os.replace(tmp, d / WEIGHTS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {
+        "config": dict(config),
+        "copymark_version": copymark.__version__,
+        "provenance": dict(provenance or {}),
+    }
+    atomic_write_json(d / CONFIG_FILE, meta)
+    return d
+
+
+def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint folder -> ``(state_dict, meta)``; ``meta["config"]`` is the architecture."""
+    d = Path(folder)
+    if d.is_file() and d.name in (WEIGHTS_FILE, CONFIG_FILE):
+        d = d.parent
+    wf, cf = d / WEIGHTS_FILE, d / CONFIG_FILE
+    if not d.exists():
+        raise WeightsError(f"checkpoint not found: {d}", hint="pass a folder holding model.safetensors and config.json")
+    for f in (wf, cf):
+        if not f.is_file():
+            raise WeightsError(f"checkpoint {d} has no {f.name}", hint="a copymark checkpoint is a folder with model.safetensors + config.json")
+    try:
+        meta = json.loads(cf.read_text())
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{cf}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or "config" not in meta or "kind" not in meta.get("config", {}):
+        raise WeightsError(f"{cf}: not a copymark checkpoint config (no config.kind)")
+    try:
+        state = load_file(str(wf), device=str(map_location))
+    except (SafetensorsError, OSError) as err:
+        raise WeightsError(f"{wf}: cannot read weights ({err})") from None
+    return state, meta
+
+
+def load_third_party_state_dict(
+    path: str | Path, key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Load a third-party ``.pth`` state dict safely and map its keys to ours.
+
+    Only ``torch.load(weights_only=True)`` is used (no arbitrary pickle code runs). The file
+    must hold a plain state dict (mapping of names to tensors), possibly nested under a
+    ``"state_dict"`` key. ``key_map`` renames/reshapes entries explicitly.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weight file not found: {p}", hint="check the path to the .pth file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for bad/unsafe files
+        raise WeightsError(f"{p}: cannot load as a plain state dict with weights_only=True ({err})") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{p}: expected a state dict of tensors, got {type(obj).__name__}")
+    return key_map(dict(obj))
+
+
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing/unexpected keys."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).strip().splitlines()[-1].strip()
+        raise WeightsError(
+            f"{source}: weights do not fit {type(model).__name__}: {first}",
+            hint="is this a checkpoint of another kind or size?",
+        ) from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: weights do not match {type(model).__name__}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
+            hint="is this a checkpoint of another kind or size?",
+        )

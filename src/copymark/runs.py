@@ -1,0 +1,164 @@
+"""Run folders: every command that trains, attacks or evaluates writes one.
+
+Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>/``::
+
+    config.json    the resolved config (every default filled in)
+    env.json       python, torch, CUDA, device, seed, git commit, host, command line
+    metrics.json   figures written by the run (merged on each update)
+    log.txt        the run's log
+    ...            artifacts (checkpoints, images, reports)
+
+A run is resumed by pointing at its folder: :func:`open_run` reads ``config.json`` back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import copymark
+from copymark.checkpoints import atomic_write_json
+from copymark.errors import CopymarkError
+
+CONFIG = "config.json"
+ENV = "env.json"
+METRICS = "metrics.json"
+LOG = "log.txt"
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit of the copymark source tree, if it is a git checkout."""
+    here = cwd or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Facts that make a number reproducible."""
+    cuda = torch.cuda.is_available()
+    return {
+        "copymark": copymark.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": cuda,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "device": device,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "argv": sys.argv,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+@dataclass
+class Run:
+    """A run folder and its logger."""
+
+    path: Path
+    logger: logging.Logger
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / CONFIG)
+
+    def metrics(self) -> dict[str, Any]:
+        p = self.path / METRICS
+        return read_json(p) if p.exists() else {}
+
+    def update_metrics(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` into metrics.json (atomic write; earlier keys kept)."""
+        merged = self.metrics()
+        merged.update(values)
+        atomic_write_json(self.path / METRICS, merged)
+        return merged
+
+    def log(self, msg: str, *args: Any) -> None:
+        self.logger.info(msg, *args)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CopymarkError(f"missing {path}", hint="is this a copymark run folder?") from None
+    except json.JSONDecodeError as err:
+        raise CopymarkError(f"{path}: not valid JSON ({err})") from None
+
+
+def _logger(path: Path) -> logging.Logger:
+    logger = logging.getLogger(f"copymark.run.{path.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        fh = logging.FileHandler(path / LOG, encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(fh)
+    return logger
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    """``root/<name>-<YYYYmmdd-HHMMSS>`` (suffix -2, -3, ... if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{stamp}"
+    p, i = base, 1
+    while p.exists():
+        i += 1
+        p = Path(f"{base}-{i}")
+    return p
+
+
+def create_run(
+    path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None
+) -> Run:
+    """Create (or reuse an empty) run folder and write config.json and env.json.
+
+    Refuses a folder that already holds a run, so nothing stored is overwritten: resume it
+    with :func:`open_run` instead.
+    """
+    p = Path(path)
+    if (p / CONFIG).exists():
+        raise CopymarkError(
+            f"{p} already holds a run (config.json exists)",
+            hint="pass --resume to continue it, or choose another --run-dir",
+        )
+    p.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(p / CONFIG, config)
+    atomic_write_json(p / ENV, environment(device=device, seed=seed))
+    run = Run(p, _logger(p))
+    run.log("created run %s", p)
+    return run
+
+
+def open_run(path: str | Path) -> Run:
+    """Open an existing run folder (to resume it or add to it)."""
+    p = Path(path)
+    if not (p / CONFIG).is_file():
+        raise CopymarkError(f"{p} is not a run folder (no config.json)", hint="pass the folder a copymark run created")
+    run = Run(p, _logger(p))
+    env = read_json(p / ENV) if (p / ENV).exists() else {}
+    resumes = env.get("resumes", [])
+    resumes.append(environment())
+    env["resumes"] = resumes
+    atomic_write_json(p / ENV, env)
+    run.log("resumed run %s", p)
+    return run
