@@ -20,7 +20,13 @@ from copymark.errors import CopymarkError
 
 # One entry per role package that adds commands; each module defines register(app).
 COMMAND_MODULES: tuple[str, ...] = (
-    "copymark.metrics.commands",
+    "copymark.metrics.commands",  # metrics
+    "copymark.train.commands",  # train, translate
+    "copymark.serving.commands",  # serve
+    "copymark.extraction.commands",  # extract, evaluate, learning-curve, demo
+    "copymark.report.commands",  # report
+    "copymark.study.commands",  # study ...
+    "copymark.watermark.commands",  # stego ...
 )
 
 app = typer.Typer(

@@ -1,0 +1,1 @@
+"""copymark.study"""
