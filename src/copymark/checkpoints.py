@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load_file, save_file
 
 import copymark
