@@ -1,0 +1,312 @@
+"""Victims: the image-translation models that sit behind the inference API.
+
+A victim is a plain, deterministic callable on a float32 ``N x 3 x H x W`` RGB batch in
+``[0, 1]`` that returns a batch in ``[0, 1]`` (``H*scale x W*scale`` for super-resolution),
+plus metadata: ``task`` (``"style"`` or ``"sr"``), ``scale``, ``name`` and an opaque ``id``
+(a hash of the spec or of the weight file; it names the victim in query stores without
+revealing its architecture).
+
+A victim is chosen by a SPEC string (``copymark serve --victim SPEC``):
+
+* ``classical:stylize?sigma_s=20&sigma_r=0.3`` -- OpenCV ``cv2.stylization`` (a watercolour-like
+  edge-aware smoothing). The defaults (sigma_s=20, sigma_r=0.3) are a victim a small UNet can
+  really learn in minutes on CPU (see the issue's measured hint); larger sigma_s is harder.
+* ``classical:edge_preserving?sigma_s=60&sigma_r=0.4&flags=1`` -- ``cv2.edgePreservingFilter``
+  (flags 1 = recursive, 2 = normalized convolution).
+* ``classical:cartoon?d=9&sigma_color=75&sigma_space=75&passes=2&block_size=9&c=2&levels=8``
+  -- a cartoon filter defined here: ``passes`` bilateral filters flatten colours, the colours
+  are quantised to ``levels`` levels per channel, and a black edge mask (adaptive threshold of
+  the median-blurred grey image, ``block_size`` / ``c``) is drawn on top.
+* ``classical:bicubic_x4?method=matlab`` -- bicubic x4 upscaling (:func:`images.upscale_bicubic`),
+  a super-resolution victim.
+* a copymark checkpoint folder (``model.safetensors`` + ``config.json``) or a TorchScript
+  ``.pt`` file, loaded through :func:`copymark.translate.load_translation_model` when it is
+  available (TorchScript also loads directly with ``torch.jit.load``).
+
+Classical filters work on 8-bit images: the input is rounded to 8 bits first (what a PNG
+upload holds anyway), so the answer to a PNG is exactly the filter applied to its pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import torch
+
+from copymark.errors import ConfigError, WeightsError
+from copymark.images import from_uint8, to_uint8, upscale_bicubic
+
+Task = Literal["style", "sr"]
+
+# name -> {param: (type, default, low, high)}; the single source of valid classical specs.
+_CLASSICAL: dict[str, dict[str, tuple[type, float | int | str, float | None, float | None]]] = {
+    "stylize": {"sigma_s": (float, 20.0, 0.0, 200.0), "sigma_r": (float, 0.3, 0.0, 1.0)},
+    "edge_preserving": {
+        "sigma_s": (float, 60.0, 0.0, 200.0),
+        "sigma_r": (float, 0.4, 0.0, 1.0),
+        "flags": (int, 1, 1, 2),
+    },
+    "cartoon": {
+        "d": (int, 9, 1, 25),
+        "sigma_color": (float, 75.0, 0.0, 500.0),
+        "sigma_space": (float, 75.0, 0.0, 500.0),
+        "passes": (int, 2, 1, 10),
+        "block_size": (int, 9, 3, 51),
+        "c": (float, 2.0, -50.0, 50.0),
+        "levels": (int, 8, 2, 256),
+    },
+    "bicubic_x4": {"method": (str, "matlab", None, None)},
+}
+
+VALID_SPECS = (
+    "classical:stylize?sigma_s=20&sigma_r=0.3",
+    "classical:edge_preserving?sigma_s=60&sigma_r=0.4&flags=1",
+    "classical:cartoon?d=9&sigma_color=75&sigma_space=75&passes=2&block_size=9&c=2&levels=8",
+    "classical:bicubic_x4?method=matlab",
+    "PATH/TO/CHECKPOINT_FOLDER (model.safetensors + config.json)",
+    "PATH/TO/model.pt (TorchScript)",
+)
+
+
+def _valid_hint() -> str:
+    return "valid victim specs: " + " | ".join(VALID_SPECS)
+
+
+@dataclass
+class Victim:
+    """A deterministic image-translation function with its public metadata.
+
+    ``fn`` maps ``N x 3 x H x W`` in [0, 1] to ``N x 3 x sH x sW`` in [0, 1]. ``id`` is an
+    opaque stable identifier (hash of the spec or weights) safe to publish.
+    """
+
+    name: str
+    task: Task
+    scale: int
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    id: str
+    params: dict[str, float | int | str] = field(default_factory=dict)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"victim {self.name}: expected N x 3 x H x W, got {tuple(x.shape)}")
+        with torch.inference_mode():
+            y = self.fn(x)
+        return y.clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# classical filters (OpenCV on 8-bit BGR images)
+
+
+def _per_image_uint8(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """Apply ``op`` (RGB uint8 H x W x 3 -> RGB uint8 H x W x 3) to each image of the batch."""
+    u8 = to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
+    outs = [torch.from_numpy(np.ascontiguousarray(op(np.ascontiguousarray(img)))) for img in u8]
+    return from_uint8(torch.stack(outs).permute(0, 3, 1, 2).contiguous()).to(x.device)
+
+
+def _stylize(sigma_s: float, sigma_r: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    import cv2
+
+    def op(rgb: np.ndarray) -> np.ndarray:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(cv2.stylization(bgr, sigma_s=sigma_s, sigma_r=sigma_r), cv2.COLOR_BGR2RGB)
+
+    return lambda x: _per_image_uint8(x, op)
+
+
+def _edge_preserving(sigma_s: float, sigma_r: float, flags: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    import cv2
+
+    def op(rgb: np.ndarray) -> np.ndarray:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        out = cv2.edgePreservingFilter(bgr, flags=flags, sigma_s=sigma_s, sigma_r=sigma_r)
+        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+    return lambda x: _per_image_uint8(x, op)
+
+
+def cartoon_uint8(
+    rgb: np.ndarray,
+    d: int = 9,
+    sigma_color: float = 75.0,
+    sigma_space: float = 75.0,
+    passes: int = 2,
+    block_size: int = 9,
+    c: float = 2.0,
+    levels: int = 8,
+) -> np.ndarray:
+    """The cartoon filter: bilateral smoothing, colour quantisation, black edges.
+
+    ``passes`` bilateral filters (diameter ``d``) flatten regions; each channel is quantised to
+    ``levels`` evenly spaced levels (bin centres); pixels where the adaptive mean threshold of
+    the median-blurred grey image (window ``block_size``, offset ``c``) says "edge" are black.
+    """
+    import cv2
+
+    color = rgb
+    for _ in range(passes):
+        color = cv2.bilateralFilter(color, d, sigma_color, sigma_space)
+    step = 256.0 / levels
+    color = np.clip(np.floor(color / step) * step + step / 2, 0, 255).astype(np.uint8)
+    gray = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5)
+    bs = block_size if block_size % 2 == 1 else block_size + 1
+    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, bs, c)
+    return cv2.bitwise_and(color, color, mask=edges)
+
+
+def _cartoon(**p: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: _per_image_uint8(x, lambda img: cartoon_uint8(img, **p))  # type: ignore[arg-type]
+
+
+def _bicubic_x4(method: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if method not in ("matlab", "pil"):
+        raise ConfigError(f"victim classical:bicubic_x4: method must be 'matlab' or 'pil', got {method!r}")
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        # the input is what an 8-bit upload holds; the output is the float bicubic result
+        return upscale_bicubic(from_uint8(to_uint8(x)), 4, method=method)  # type: ignore[arg-type]
+
+    return fn
+
+
+def _parse_params(name: str, query: str, spec: str) -> dict[str, float | int | str]:
+    schema = _CLASSICAL[name]
+    params: dict[str, float | int | str] = {k: v[1] for k, v in schema.items()}
+    for key, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in schema:
+            raise ConfigError(
+                f"victim spec {spec!r}: unknown parameter {key!r} for classical:{name}",
+                hint=f"parameters of classical:{name}: {', '.join(schema) or '(none)'}",
+            )
+        typ, _, lo, hi = schema[key]
+        try:
+            val = typ(raw)
+        except ValueError:
+            raise ConfigError(f"victim spec {spec!r}: parameter {key}={raw!r} is not a {typ.__name__}") from None
+        if lo is not None and hi is not None and not (lo <= val <= hi):  # type: ignore[operator]
+            raise ConfigError(f"victim spec {spec!r}: parameter {key}={val} outside [{lo}, {hi}]")
+        params[key] = val
+    return params
+
+
+def _spec_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _classical_victim(spec: str) -> Victim:
+    parts = urlsplit(spec[len("classical:"):])
+    name = parts.path
+    if name not in _CLASSICAL:
+        raise ConfigError(f"unknown classical victim {name!r} in spec {spec!r}", hint=_valid_hint())
+    p = _parse_params(name, parts.query, spec)
+    canonical = f"classical:{name}?" + "&".join(f"{k}={p[k]}" for k in sorted(p))
+    vid = _spec_id(canonical)
+    match name:
+        case "stylize":
+            return Victim(name, "style", 1, _stylize(float(p["sigma_s"]), float(p["sigma_r"])), vid, p)
+        case "edge_preserving":
+            fn = _edge_preserving(float(p["sigma_s"]), float(p["sigma_r"]), int(p["flags"]))
+            return Victim(name, "style", 1, fn, vid, p)
+        case "cartoon":
+            return Victim(name, "style", 1, _cartoon(**p), vid, p)  # type: ignore[arg-type]
+        case "bicubic_x4":
+            return Victim(name, "sr", 4, _bicubic_x4(str(p["method"])), vid, p)
+    raise ConfigError(f"unknown classical victim {name!r}", hint=_valid_hint())  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# learned victims (checkpoint folder or TorchScript file)
+
+
+def _file_id(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _probe_scale(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> int:
+    """Infer the output/input size ratio by running a tiny input (no metadata needed)."""
+    with torch.inference_mode():
+        y = module(torch.full((1, 3, 32, 32), 0.5, device=device))
+    if y.dim() != 4 or y.shape[1] != 3 or y.shape[-1] % 32 != 0 or y.shape[-1] != y.shape[-2]:
+        raise WeightsError(f"model maps a 1x3x32x32 input to {tuple(y.shape)}; expected 1x3x(32s)x(32s)")
+    return y.shape[-1] // 32
+
+
+def _module_victim(module: Callable[[torch.Tensor], torch.Tensor], name: str, vid: str, device: torch.device,
+                   scale: int | None = None) -> Victim:
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    s = scale if scale is not None else _probe_scale(module, device)
+    task: Task = "sr" if s > 1 else "style"
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return module(x.to(device)).float().cpu()
+
+    return Victim(name, task, s, fn, vid)
+
+
+def _learned_victim(path: Path, device: str) -> Victim:
+    dev = torch.device(device)
+    try:
+        from copymark.translate import load_translation_model  # written by another part of the project
+    except ImportError:
+        load_translation_model = None  # type: ignore[assignment]
+    if path.is_dir():
+        files = [path / "config.json", path / "model.safetensors"]
+        if not all(f.is_file() for f in files):
+            raise WeightsError(f"victim spec {str(path)!r}: folder is not a copymark checkpoint "
+                               "(needs model.safetensors + config.json)", hint=_valid_hint())
+        if load_translation_model is None:
+            raise WeightsError("checkpoint victims need copymark.translate.load_translation_model, "
+                               "which is not available in this installation",
+                               hint="use a TorchScript .pt file or a classical: victim")
+        model = load_translation_model(path, device)
+        scale = None
+        try:
+            cfg = json.loads((path / "config.json").read_text()).get("config", {})
+            scale = int(cfg["scale"]) if "scale" in cfg else None
+        except (ValueError, TypeError, json.JSONDecodeError):
+            scale = None
+        return _module_victim(model, path.name, _file_id(files), dev, scale)
+    if path.is_file():
+        if load_translation_model is not None:
+            model = load_translation_model(path, device)
+        else:
+            try:
+                model = torch.jit.load(str(path), map_location=dev)
+            except Exception as err:  # torch raises RuntimeError/ValueError for non-TorchScript files
+                raise WeightsError(f"victim spec {str(path)!r}: not a TorchScript file ({err})",
+                                   hint=_valid_hint()) from None
+        return _module_victim(model, path.stem, _file_id([path]), dev)
+    raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=_valid_hint())
+
+
+def load_victim(spec: str, device: str = "cpu") -> Victim:
+    """Build the victim named by ``spec`` (see the module docstring); bad specs raise ConfigError."""
+    spec = spec.strip()
+    if not spec:
+        raise ConfigError("empty victim spec", hint=_valid_hint())
+    if spec.startswith("classical:"):
+        return _classical_victim(spec)
+    if ":" in spec.split("/")[0] and not Path(spec).exists() and len(spec.split(":")[0]) > 1:
+        raise ConfigError(f"unknown victim spec scheme in {spec!r}", hint=_valid_hint())
+    return _learned_victim(Path(spec), device)
+
+
+def function_victim(fn: Callable[[torch.Tensor], torch.Tensor], name: str = "function", task: Task = "style",
+                    scale: int = 1) -> Victim:
+    """Wrap any deterministic tensor function as a victim (tests, benchmarks, in-process nets)."""
+    return Victim(name, task, scale, fn, _spec_id(f"function:{name}:{task}:{scale}"))
