@@ -1,0 +1,104 @@
+"""TOST equivalence test for two independent groups, bounds given in Cohen's d.
+
+Two one-sided tests (Schuirmann 1987; Lakens 2017, "Equivalence Tests: A Practical Primer for t
+Tests, Correlations, and Meta-Analyses", Soc Psychol Personal Sci 8(4)): with raw bounds
+``low < 0 < high`` on ``mean_a - mean_b``, test H01: diff <= low (reject when t_low is large) and
+H02: diff >= high (reject when t_high is small). Equivalence is concluded when both are
+rejected at ``alpha``, i.e. ``p = max(p_low, p_high) < alpha``, which is the same as the
+``1 - 2 alpha`` (90 % for alpha = .05) confidence interval of the difference lying inside the
+bounds.
+
+Bounds in Cohen's d are converted to raw units by multiplying by the pooled SD of the two
+samples (as in the extraction paper's user study, d = +/-0.3). The t tests use Welch's
+standard error and df by default (``usevar="unequal"``) or the pooled one (``"pooled"``),
+matching ``statsmodels.stats.weightstats.ttost_ind`` given the converted bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+from copymark.errors import ConfigError
+from copymark.stats.ttest import Summary, _se_df, pooled_sd, summarize
+
+UseVar = Literal["unequal", "pooled"]
+
+
+@dataclass(frozen=True)
+class TostResult:
+    """Result of a TOST on ``mean_a - mean_b``.
+
+    ``low_d``/``high_d``: bounds in Cohen's d; ``low``/``high``: the same in raw units
+    (``d * sd_pooled``). ``p`` = max of the one-sided p values; ``ci`` is the
+    ``1 - 2 alpha`` confidence interval of the difference. ``equivalent`` is ``p < alpha``.
+    """
+
+    diff: float
+    sd_pooled: float
+    cohens_d: float
+    low_d: float
+    high_d: float
+    low: float
+    high: float
+    se: float
+    df: float
+    t_low: float
+    p_low: float
+    t_high: float
+    p_high: float
+    p: float
+    ci: tuple[float, float]
+    alpha: float
+    usevar: str
+    equivalent: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def verdict(self) -> str:
+        """One sentence in words: "equivalent" or "not equivalent", with the numbers."""
+        word = "equivalent" if self.equivalent else "not equivalent"
+        return (f"{word}: TOST p = {self.p:.4g} {'<' if self.equivalent else '>='} alpha = {self.alpha:g} "
+                f"for bounds d = [{self.low_d:+.3g}, {self.high_d:+.3g}] "
+                f"(raw [{self.low:+.3f}, {self.high:+.3f}]); "
+                f"{100 * (1 - 2 * self.alpha):.0f}% CI of the difference [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]")
+
+
+def tost_from_stats(a: Summary, b: Summary, *, low_d: float = -0.3, high_d: float = 0.3, alpha: float = 0.05,
+                    usevar: UseVar = "unequal") -> TostResult:
+    """TOST from summary statistics (mean, SD, n per group); see the module docstring."""
+    if not low_d < high_d:
+        raise ConfigError(f"equivalence bounds must satisfy low < high, got low_d={low_d}, high_d={high_d}")
+    if not 0 < alpha < 0.5:
+        raise ConfigError(f"alpha={alpha} must lie in (0, 0.5)")
+    match usevar:
+        case "unequal":
+            equal_var = False
+        case "pooled":
+            equal_var = True
+        case _:
+            raise ConfigError(f"usevar={usevar!r} must be 'unequal' (Welch) or 'pooled'")
+    sp = pooled_sd(a.sd, a.n, b.sd, b.n)
+    low, high = low_d * sp, high_d * sp
+    se, df = _se_df(a, b, equal_var)
+    diff = a.mean - b.mean
+    t_low = (diff - low) / se
+    t_high = (diff - high) / se
+    p_low = float(_st.t.sf(t_low, df))
+    p_high = float(_st.t.cdf(t_high, df))
+    q = float(_st.t.ppf(1.0 - alpha, df))
+    p = max(p_low, p_high)
+    return TostResult(diff=diff, sd_pooled=sp, cohens_d=diff / sp if sp > 0 else 0.0, low_d=low_d, high_d=high_d,
+                      low=low, high=high, se=se, df=df, t_low=t_low, p_low=p_low, t_high=t_high, p_high=p_high,
+                      p=p, ci=(diff - q * se, diff + q * se), alpha=alpha, usevar=usevar, equivalent=bool(p < alpha))
+
+
+def tost_ind(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, low_d: float = -0.3,
+             high_d: float = 0.3, alpha: float = 0.05, usevar: UseVar = "unequal") -> TostResult:
+    """TOST equivalence test of ``mean(a) - mean(b)`` with bounds in Cohen's d (default +/-0.3)."""
+    return tost_from_stats(summarize(a, "a"), summarize(b, "b"), low_d=low_d, high_d=high_d, alpha=alpha,
+                           usevar=usevar)
