@@ -1,0 +1,248 @@
+"""The attacker's query store: SQLite (WAL) index + content-addressed PNG files.
+
+Layout of a store folder::
+
+    index.sqlite             one row per (input hash, victim id)
+    inputs/ab/abcdef....png  query images, named by the SHA-256 of their PNG bytes
+    answers/12/1234....png   the victim's answers, named the same way
+
+Crash safety: every file is written atomically (temp file + fsync + rename) *before* the row
+that names it is committed, so a crash (even SIGKILL) can leave at most an orphan file, never
+a row that points at a missing file. A row is ``pending`` from just before its query is sent
+until its answer is recorded (``answered``) or the query fails for good (``failed``). A rerun
+re-sends only ``pending``/``failed`` rows, never ``answered`` ones.
+
+Training code reads pairs with :meth:`QueryStore.pairs` (``[(input_path, answer_path)]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from copymark.checkpoints import atomic_write_bytes
+from copymark.errors import DataError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (
+    input_sha   TEXT NOT NULL,
+    victim_id   TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'answered', 'failed')),
+    answer_sha  TEXT,
+    request_id  TEXT,
+    source      TEXT,
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    PRIMARY KEY (input_sha, victim_id)
+);
+CREATE INDEX IF NOT EXISTS queries_victim_status ON queries (victim_id, status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class IntegrityReport:
+    """Result of :meth:`QueryStore.integrity_check`: ``ok`` iff ``problems`` is empty."""
+
+    rows: int
+    answered: int
+    problems: list[str] = field(default_factory=list)
+    orphan_files: int = 0  # files no row names (harmless leftovers of a crash)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class QueryStore:
+    """Resumable, content-addressed store of (query, answer) pairs."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"query store {self.root} exists and is not a folder")
+        (self.root / "inputs").mkdir(parents=True, exist_ok=True)
+        (self.root / "answers").mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "index.sqlite"
+        try:
+            self._db = sqlite3.connect(str(self.db_path), isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise DataError(f"{self.db_path}: not a query store index ({err})",
+                            hint="point --store at an empty folder or at an existing store") from None
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def _path(self, kind: str, sha: str) -> Path:
+        return self.root / kind / sha[:2] / f"{sha}.png"
+
+    def input_path(self, sha: str) -> Path:
+        return self._path("inputs", sha)
+
+    def answer_path(self, sha: str) -> Path:
+        return self._path("answers", sha)
+
+    def _put_file(self, kind: str, data: bytes) -> str:
+        sha = sha256_hex(data)
+        p = self._path(kind, sha)
+        if not p.is_file() or p.stat().st_size != len(data):
+            atomic_write_bytes(p, data)
+        return sha
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add_input(self, png: bytes, victim_id: str, source: str = "") -> str:
+        """Store a query image and register it as ``pending`` (idempotent); return its hash."""
+        sha = self._put_file("inputs", png)  # file first ...
+        now = time.time()
+        self._db.execute(  # ... then the row that names it
+            "INSERT OR IGNORE INTO queries (input_sha, victim_id, status, source, created, updated) "
+            "VALUES (?, ?, 'pending', ?, ?, ?)",
+            (sha, victim_id, source, now, now),
+        )
+        return sha
+
+    def mark_sent(self, input_sha: str, victim_id: str) -> None:
+        """Count one more attempt to query this input (before the request goes out)."""
+        self._db.execute(
+            "UPDATE queries SET attempts = attempts + 1, updated = ? WHERE input_sha=? AND victim_id=?",
+            (time.time(), input_sha, victim_id),
+        )
+
+    def record_answer(self, input_sha: str, victim_id: str, answer_png: bytes, request_id: str = "") -> str:
+        """Store the victim's answer for a registered input; return the answer's hash."""
+        sha = self._put_file("answers", answer_png)  # file first, atomically ...
+        cur = self._db.execute(  # ... then the row
+            "UPDATE queries SET status='answered', answer_sha=?, request_id=?, updated=?, error=NULL "
+            "WHERE input_sha=? AND victim_id=?",
+            (sha, request_id, time.time(), input_sha, victim_id),
+        )
+        if cur.rowcount != 1:
+            raise DataError(f"query store: answer for unknown input {input_sha[:12]} (victim {victim_id})")
+        return sha
+
+    def record_failure(self, input_sha: str, victim_id: str, error: str, request_id: str = "") -> None:
+        """Mark a query as failed for good (kept for the record; a rerun may retry it)."""
+        self._db.execute(
+            "UPDATE queries SET status='failed', error=?, request_id=?, updated=? "
+            "WHERE input_sha=? AND victim_id=? AND status != 'answered'",
+            (error[:500], request_id, time.time(), input_sha, victim_id),
+        )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def status(self, input_sha: str, victim_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM queries WHERE input_sha=? AND victim_id=?", (input_sha, victim_id)
+        ).fetchone()
+        return row[0] if row else None
+
+    def answered(self, victim_id: str) -> set[str]:
+        """Input hashes already answered by this victim."""
+        rows = self._db.execute(
+            "SELECT input_sha FROM queries WHERE victim_id=? AND status='answered'", (victim_id,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def counts(self, victim_id: str | None = None) -> dict[str, int]:
+        """Rows per status (for one victim, or all)."""
+        if victim_id is None:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM queries GROUP BY status").fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM queries WHERE victim_id=? GROUP BY status", (victim_id,)
+            ).fetchall()
+        out = {"pending": 0, "answered": 0, "failed": 0}
+        out.update({s: n for s, n in rows})
+        return out
+
+    def victims(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT victim_id FROM queries ORDER BY victim_id")]
+
+    def rows(self, victim_id: str | None = None) -> list[dict[str, object]]:
+        cur = self._db.execute(
+            "SELECT * FROM queries" + (" WHERE victim_id=?" if victim_id else "") + " ORDER BY created, input_sha",
+            (victim_id,) if victim_id else (),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def pairs(self, victim_id: str | None = None) -> list[tuple[Path, Path]]:
+        """``[(input_png, answer_png)]`` of answered queries, in query order, for training.
+
+        ``victim_id`` may be omitted when the store holds exactly one victim.
+        """
+        if victim_id is None:
+            vs = self.victims()
+            if len(vs) != 1:
+                raise DataError(f"query store {self.root} holds {len(vs)} victims ({', '.join(vs) or 'none'})",
+                                hint="name the victim id")
+            victim_id = vs[0]
+        rows = self._db.execute(
+            "SELECT input_sha, answer_sha FROM queries WHERE victim_id=? AND status='answered' "
+            "ORDER BY updated, input_sha",
+            (victim_id,),
+        ).fetchall()
+        return [(self.input_path(i), self.answer_path(a)) for i, a in rows]
+
+    def integrity_check(self, verify_hashes: bool = True) -> IntegrityReport:
+        """SQLite ``PRAGMA integrity_check`` + every row's files exist and hash to their names."""
+        problems: list[str] = []
+        res = self._db.execute("PRAGMA integrity_check").fetchall()
+        if [r[0] for r in res] != ["ok"]:
+            problems.append("sqlite: " + "; ".join(str(r[0]) for r in res[:5]))
+        rows = self._db.execute("SELECT input_sha, victim_id, status, answer_sha FROM queries").fetchall()
+        named: set[Path] = set()
+        answered = 0
+        for input_sha, victim_id, status, answer_sha in rows:
+            files = [("input", self.input_path(input_sha), input_sha)]
+            if status == "answered":
+                answered += 1
+                if not answer_sha:
+                    problems.append(f"{input_sha[:12]}/{victim_id}: answered without an answer hash")
+                else:
+                    files.append(("answer", self.answer_path(answer_sha), answer_sha))
+            for what, p, sha in files:
+                named.add(p)
+                if not p.is_file():
+                    problems.append(f"{input_sha[:12]}/{victim_id}: {what} file missing: {p}")
+                elif verify_hashes and sha256_hex(p.read_bytes()) != sha:
+                    problems.append(f"{input_sha[:12]}/{victim_id}: {what} file {p} does not hash to its name")
+        orphans = sum(1 for kind in ("inputs", "answers") for p in (self.root / kind).rglob("*.png") if p not in named)
+        return IntegrityReport(rows=len(rows), answered=answered, problems=problems, orphan_files=orphans)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> QueryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_pairs(store_dir: str | Path, victim_id: str | None = None) -> list[tuple[Path, Path]]:
+    """Training entry point: the (input, answer) PNG pairs of a store folder."""
+    p = Path(store_dir)
+    if not (p / "index.sqlite").is_file():
+        raise DataError(f"{p}: not a query store (no index.sqlite)", hint="run `copymark extract --store DIR` first")
+    with QueryStore(p) as s:
+        return s.pairs(victim_id)
