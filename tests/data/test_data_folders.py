@@ -332,3 +332,15 @@ def test_dataset_items_do_not_depend_on_fetch_order(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(forward, backward, strict=True))
     reseeded = ImageFolder(tmp_path, size=6, resize_policy="random_crop", seed=6)
     assert not all(torch.equal(a, reseeded[i]["image"]) for i, a in enumerate(forward))
+
+
+def test_paired_random_crop_policy_needs_equal_sizes(tmp_path):
+    a, b = tmp_path / "A", tmp_path / "B"
+    write_image(a / "x.png", 16, 16)
+    write_image(b / "x.png", 12, 12)
+    with pytest.raises(DataError) as e:
+        PairedFolders(a, b, size=8, resize_policy="random_crop")[0]
+    assert "16x16" in str(e.value) and "12x12" in str(e.value) and str(b / "x.png") in str(e.value)
+    # resize brings both to the target
+    item = PairedFolders(a, b, size=8, resize_policy="resize")[0]
+    assert item["a"].shape == item["b"].shape == (3, 8, 8)

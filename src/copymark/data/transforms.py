@@ -166,7 +166,8 @@ def apply_size_policy(
     """Bring a group of images to ``size`` (H, W) following ``policy``; ``None`` leaves them as they are.
 
     * ``"error"``: an image of another size raises :class:`DataError` naming its file and size.
-    * ``"resize"``: bicubic (MATLAB-style, antialiased) resize to ``size``, clamped to [0, 1].
+    * ``"resize"``: bicubic (MATLAB-style, antialiased) resize to ``size``, clamped to [0, 1]
+      (the aspect ratio is not kept).
     * ``"center_crop"`` / ``"random_crop"``: crop ``size`` out of the image (an image smaller
       than ``size`` is an error naming it). A random crop takes the same window in every image
       of the group, so those must share one size.
@@ -196,4 +197,10 @@ def apply_size_policy(
             )
     if policy == "center_crop":
         return [im.center_crop(x, th, tw) for x in images]
+    if len({tuple(x.shape[-2:]) for x in images}) > 1:
+        listed = ", ".join(f"{p} is {x.shape[-2]}x{x.shape[-1]}" for x, p in zip(images, paths, strict=True))
+        raise DataError(
+            f"resize_policy='random_crop' needs the images of one item to share a size: {listed}",
+            hint="use resize_policy='resize' or 'center_crop', or make the pair one size",
+        )
     return random_crop(images, (th, tw), generator)
