@@ -29,6 +29,8 @@ from torch import nn
 from copymark.checkpoints import load_checkpoint, load_strict, save_checkpoint
 from copymark.config import StrictModel, format_validation_error
 from copymark.errors import ConfigError, WeightsError
+from copymark.nets.steganalysis import SRNetConfig, XuNetConfig, YeNetConfig  # configs live beside their nets
+from copymark.nets.stego import En2DConfig, GglNetConfig
 
 Norm = Literal["batch", "instance", "none"]
 Pos = Annotated[int, Field(ge=1)]
@@ -145,6 +147,11 @@ NetConfig = Annotated[
         SRGANDiscConfig,
         SRGANLeftthomasConfig,
         FNSTMobileNetConfig,
+        En2DConfig,
+        GglNetConfig,
+        XuNetConfig,
+        YeNetConfig,
+        SRNetConfig,
     ],
     Field(discriminator="kind"),
 ]
@@ -158,6 +165,11 @@ NET_KINDS: tuple[str, ...] = (
     "srgan_disc",
     "srgan_leftthomas",
     "fnst_mobilenet",
+    "en2d",
+    "gglnet",
+    "xunet",
+    "yenet",
+    "srnet",
 )
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(NetConfig)
 
@@ -217,6 +229,14 @@ def build_net(config: NetConfig) -> nn.Module:
             from copymark.nets.victims import TransformerMobileNet
 
             return TransformerMobileNet()
+        case En2DConfig() | GglNetConfig():
+            from copymark.nets.stego import build_stego_net
+
+            return build_stego_net(config)
+        case XuNetConfig() | YeNetConfig() | SRNetConfig():
+            from copymark.nets.steganalysis import build_steganalyzer
+
+            return build_steganalyzer(config)
         case _:
             raise ConfigError(f"not a net config: {type(config).__name__}", hint=f"kinds: {', '.join(NET_KINDS)}")
 
@@ -298,6 +318,16 @@ def _net_class(config: NetConfig) -> type[nn.Module]:
             from copymark.nets.victims import LeftthomasSRGANGenerator as cls
         case FNSTMobileNetConfig():
             from copymark.nets.victims import TransformerMobileNet as cls
+        case En2DConfig():
+            from copymark.nets.stego import En2D as cls
+        case GglNetConfig():
+            from copymark.nets.stego import GglNet as cls
+        case XuNetConfig():
+            from copymark.nets.steganalysis import XuNet as cls
+        case YeNetConfig():
+            from copymark.nets.steganalysis import YeNet as cls
+        case SRNetConfig():
+            from copymark.nets.steganalysis import SRNet as cls
         case _:
             raise ConfigError(f"not a net config: {type(config).__name__}")
     return cls
