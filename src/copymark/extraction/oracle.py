@@ -140,7 +140,7 @@ class OracleClient:
         self.local_budget = local_budget  # paid answers this client may still receive (None: no limit)
         self.server_budget_remaining: int | None = None
         self.stats: Counter[str] = Counter()
-        self.sleeps: list[float] = []  # every backoff/Retry-After wait, for inspection
+        self.waits: list[tuple[float | None, float]] = []  # (server's Retry-After or None, seconds slept)
 
     async def __aenter__(self) -> OracleClient:
         return self
@@ -226,7 +226,7 @@ class OracleClient:
             else:
                 delay = backoff_delay(attempt, self.retry, self._rng)
             self.stats["retries"] += 1
-            self.sleeps.append(delay)
+            self.waits.append((wait, delay))
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -273,6 +273,7 @@ async def query_all(
     for t in todo:
         queue.put_nowait(t)
     stop = asyncio.Event()
+    in_flight = [0]  # requests on the wire (each holds one unit of the local budget)
 
     def progress(kind: str) -> None:
         if on_progress is not None:
@@ -284,13 +285,19 @@ async def query_all(
                 png, source, sha = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            if client.local_budget is not None and client.local_budget <= 0:
-                report.stop_reason = report.stop_reason or "local budget spent"
-                stop.set()
-                queue.put_nowait((png, source, sha))
-                return
+            # reserve one paid answer of the local budget per request in flight; if the budget
+            # is taken by requests in flight, wait: they may turn out free (replay) or fail
+            while client.local_budget is not None and client.local_budget - in_flight[0] <= 0:
+                if in_flight[0] == 0 or stop.is_set():
+                    if in_flight[0] == 0:
+                        report.stop_reason = report.stop_reason or "local budget spent"
+                        stop.set()
+                    queue.put_nowait((png, source, sha))
+                    return
+                await asyncio.sleep(0.005)
             store.add_input(png, victim_id, source)  # pending, file on disk, before the request
             store.mark_sent(sha, victim_id)
+            in_flight[0] += 1
             try:
                 ans = await client.translate(png, idempotency_key=f"{victim_id}:{sha}")
             except (AuthError, BudgetExhausted, OracleUnavailable) as err:
@@ -304,6 +311,8 @@ async def query_all(
                 report.failures.append(f"{source or sha[:12]}: {err.message}")
                 progress("failed")
                 continue
+            finally:
+                in_flight[0] -= 1
             store.record_answer(sha, victim_id, ans.png, ans.request_id)
             if ans.replay:
                 report.replayed += 1

@@ -19,9 +19,10 @@ A victim is chosen by a SPEC string (``copymark serve --victim SPEC``):
   the median-blurred grey image, ``block_size`` / ``c``) is drawn on top.
 * ``classical:bicubic_x4?method=matlab`` -- bicubic x4 upscaling (:func:`images.upscale_bicubic`),
   a super-resolution victim.
-* a copymark checkpoint folder (``model.safetensors`` + ``config.json``) or a TorchScript
-  ``.pt`` file, loaded through :func:`copymark.translate.load_translation_model` when it is
-  available (TorchScript also loads directly with ``torch.jit.load``).
+* a copymark checkpoint folder (``model.safetensors`` + ``config.json``), a training run
+  folder, or a TorchScript ``.pt`` file, loaded through
+  :func:`copymark.translate.load_translation_model` (any input size: padding to the net's
+  stride; eval mode, so deterministic). Task and scale come from the loaded model.
 
 Classical filters work on 8-bit images: the input is rounded to 8 bits first (what a PNG
 upload holds anyway), so the answer to a PNG is exactly the filter applied to its pixels.
@@ -30,7 +31,6 @@ upload holds anyway), so the answer to a PNG is exactly the filter applied to it
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import torch
 
-from copymark.errors import ConfigError, WeightsError
+from copymark.errors import ConfigError
 from copymark.images import from_uint8, to_uint8, upscale_bicubic
 
 Task = Literal["style", "sr"]
@@ -236,62 +236,21 @@ def _file_id(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _probe_scale(module: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> int:
-    """Infer the output/input size ratio by running a tiny input (no metadata needed)."""
-    with torch.inference_mode():
-        y = module(torch.full((1, 3, 32, 32), 0.5, device=device))
-    if y.dim() != 4 or y.shape[1] != 3 or y.shape[-1] % 32 != 0 or y.shape[-1] != y.shape[-2]:
-        raise WeightsError(f"model maps a 1x3x32x32 input to {tuple(y.shape)}; expected 1x3x(32s)x(32s)")
-    return y.shape[-1] // 32
-
-
-def _module_victim(module: Callable[[torch.Tensor], torch.Tensor], name: str, vid: str, device: torch.device,
-                   scale: int | None = None) -> Victim:
-    if isinstance(module, torch.nn.Module):
-        module.eval()
-    s = scale if scale is not None else _probe_scale(module, device)
-    task: Task = "sr" if s > 1 else "style"
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return module(x.to(device)).float().cpu()
-
-    return Victim(name, task, s, fn, vid)
-
-
 def _learned_victim(path: Path, device: str) -> Victim:
-    dev = torch.device(device)
-    try:
-        from copymark.translate import load_translation_model  # written by another part of the project
-    except ImportError:
-        load_translation_model = None  # type: ignore[assignment]
+    """A checkpoint folder / run folder / TorchScript file via copymark.translate."""
+    from copymark.translate import load_translation_model
+
+    if not path.exists():
+        raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=_valid_hint())
+    model = load_translation_model(path, device)
     if path.is_dir():
-        files = [path / "config.json", path / "model.safetensors"]
-        if not all(f.is_file() for f in files):
-            raise WeightsError(f"victim spec {str(path)!r}: folder is not a copymark checkpoint "
-                               "(needs model.safetensors + config.json)", hint=_valid_hint())
-        if load_translation_model is None:
-            raise WeightsError("checkpoint victims need copymark.translate.load_translation_model, "
-                               "which is not available in this installation",
-                               hint="use a TorchScript .pt file or a classical: victim")
-        model = load_translation_model(path, device)
-        scale = None
-        try:
-            cfg = json.loads((path / "config.json").read_text()).get("config", {})
-            scale = int(cfg["scale"]) if "scale" in cfg else None
-        except (ValueError, TypeError, json.JSONDecodeError):
-            scale = None
-        return _module_victim(model, path.name, _file_id(files), dev, scale)
-    if path.is_file():
-        if load_translation_model is not None:
-            model = load_translation_model(path, device)
-        else:
-            try:
-                model = torch.jit.load(str(path), map_location=dev)
-            except Exception as err:  # torch raises RuntimeError/ValueError for non-TorchScript files
-                raise WeightsError(f"victim spec {str(path)!r}: not a TorchScript file ({err})",
-                                   hint=_valid_hint()) from None
-        return _module_victim(model, path.stem, _file_id([path]), dev)
-    raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=_valid_hint())
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in (".json", ".safetensors", ".pt"))
+    else:
+        files = [path]
+    vid = _file_id(files) if files else _spec_id(str(path.resolve()))
+    scale = int(model.scale)
+    task: Task = "sr" if scale > 1 else "style"
+    return Victim(path.stem if path.is_file() else path.name, task, scale, model, vid)
 
 
 def load_victim(spec: str, device: str = "cpu") -> Victim:

@@ -1,0 +1,177 @@
+"""``copymark demo``: the whole extraction attack on built-in photos, on CPU, in a few minutes.
+
+Steps (every one the real thing, nothing mocked):
+
+1. Photos: scikit-image's and scikit-learn's built-in photographs
+   (:func:`copymark.data.samples`), split deterministically into *test* photos (the victim's
+   evaluation set), the owner's *style examples* and the attacker's photos; the three are
+   disjoint, so the surrogate is judged on images it never saw.
+2. Victim: served by uvicorn on 127.0.0.1 (random free port) behind the real API with API keys
+   and budgets. Style task: OpenCV stylization with ``sigma_s=20, sigma_r=0.3``. That setting
+   is chosen because a small UNet can really learn it in two minutes of CPU training: on
+   2 cores, a 4-level UNet trained 100 s on 1,500 random 128 px crops reached 18.4 dB PSNR
+   against the victim on held-out photos where the identity map scores 14.8 dB, whereas with
+   ``sigma_s=60`` it stays near the identity after 3 minutes and subtle filters
+   (detailEnhance, edgePreservingFilter) are beaten by the identity. SR task: bicubic x4
+   upscaling followed by an unsharp mask (a sharpening upscaler, so that the identity
+   baseline, plain bicubic, is not already the victim).
+3. Extraction: the attacker's key has a query budget; ``diverse`` selection (k-center over
+   crops) picks the queries; every answer lands in the query store.
+4. Surrogate: Pix2Pix (small UNet + PatchGAN, L1 x 100) for style, SRResNet for SR, trained
+   on the (query, answer) pairs for a fixed number of iterations (so the numbers are
+   reproducible from the seed, unlike a time budget).
+5. Evaluation (tables A/B/C with bootstrap CIs, identity and untrained baselines) through the
+   same API with a separate evaluator key, then the HTML report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from copymark import images as I
+from copymark.errors import ConfigError
+
+DemoTask = Literal["style", "sr"]
+
+STYLE_VICTIM = "classical:stylize?sigma_s=20&sigma_r=0.3"
+SR_VICTIM = "classical:bicubic_x4?method=matlab&sharpen=1.0"
+ATTACKER_KEY = "attacker-demo-key"
+EVALUATOR_KEY = "evaluator-demo-key"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Defaults sized for about 3 minutes on 2 CPU cores (see the README)."""
+
+    task: DemoTask = "style"
+    budget: int = 600
+    strategy: str = "diverse"
+    query_size: int = 128  # style: query crops of 128 px; SR: LR crops of 32 px (HR 128)
+    iters: int = 700
+    batch_size: int = 8
+    ngf: int = 32
+    seed: int = 0
+    n_boot: int = 2000
+
+
+def _rank(names: list[str], salt: str) -> list[str]:
+    return sorted(names, key=lambda n: hashlib.sha256((salt + n).encode()).digest())
+
+
+def prepare_photos(root: Path, task: DemoTask) -> dict[str, Path]:
+    """Write the disjoint photo sets of the demo under ``root`` and return their folders."""
+    from copymark.data.samples import sample_names, samples
+
+    colour = _rank(sample_names(include_grayscale=False), "copymark-demo")
+    grey = [n for n in sample_names(include_grayscale=True) if n not in colour]
+    test, style, attacker = colour[:3], colour[3:5], colour[5:] + grey
+    dirs = {k: root / k for k in ("attacker", "test", "test_hr")}
+    if task == "style":
+        for s in samples(attacker, include_grayscale=True, max_side=384):
+            I.save_image(s.image, dirs["attacker"] / f"{s.name}.png")
+        for s in samples(test, max_side=256):
+            I.save_image(I.mod_crop(s.image, 32), dirs["test"] / f"{s.name}.png")
+        for s in samples(style, max_side=256):
+            I.save_image(s.image, root / "owner_photos" / f"{s.name}.png")
+        return {"attacker": dirs["attacker"], "test": dirs["test"], "owner": root / "owner_photos"}
+    # super-resolution: the attacker holds low-resolution photos; test = HR photos and their LR
+    for s in samples(attacker, include_grayscale=True, max_side=384):
+        I.save_image(I.downscale_bicubic(s.image, 4), dirs["attacker"] / f"{s.name}.png")
+    for s in samples(test, max_side=256):
+        hr = I.mod_crop(s.image, 4)
+        I.save_image(hr, dirs["test_hr"] / f"{s.name}.png")
+        I.save_image(I.downscale_bicubic(hr, 4), dirs["test"] / f"{s.name}.png")
+    return {"attacker": dirs["attacker"], "test": dirs["test"], "gt": dirs["test_hr"]}
+
+
+def _style_examples(victim: Any, owner_dir: Path, out: Path) -> Path:
+    """The owner's style template: the victim applied to the owner's own photos (unpaired GT)."""
+    for p in I.list_images(owner_dir):
+        x = I.load_image(p)
+        I.save_image(victim(x.unsqueeze(0))[0], out / p.name)
+    return out
+
+
+def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: bool = True, echo: Any = print) -> Path:
+    """Run the demo into a new run folder under ``runs_root``; return the report's path."""
+    from copymark.extraction.campaign import run_campaign
+    from copymark.extraction.evaluate import run_evaluation
+    from copymark.extraction.surrogate import training_folder
+    from copymark.extraction.victims import load_victim
+    from copymark.report.html import write_report
+    from copymark.runs import create_run, new_run_dir
+    from copymark.serving.app import create_app
+    from copymark.serving.server import BackgroundServer
+    from copymark.serving.settings import ServeSettings
+    from copymark.train.api import make_train_config, train
+
+    if settings.task not in ("style", "sr"):
+        raise ConfigError(f"unknown demo task {settings.task!r}", hint="use --task style or --task sr")
+    t0 = time.perf_counter()
+    run_dir = new_run_dir(runs_root, f"demo-{settings.task}")
+    spec = STYLE_VICTIM if settings.task == "style" else SR_VICTIM
+    run = create_run(run_dir, {"command": "demo", "victim": spec, **settings.__dict__}, "cpu", settings.seed)
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 2)
+        run.log("%s took %.1f s", name, now - since)
+        return now
+
+    echo(f"[1/5] built-in photos -> {run_dir / 'photos'}")
+    photos = prepare_photos(run_dir / "photos", settings.task)
+    victim = load_victim(spec)
+    gt_dir = photos.get("gt")
+    if settings.task == "style":
+        gt_dir = _style_examples(victim, photos["owner"], run_dir / "photos" / "style_examples")
+    t = lap("photos", t0)
+
+    keys = run_dir / "server" / "keys.json"
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    n_test = len(I.list_images(photos["test"]))
+    keys.write_text(json.dumps({
+        ATTACKER_KEY: {"budget": settings.budget, "rate_per_s": 1000, "burst": 1000},
+        EVALUATOR_KEY: {"budget": 4 * n_test, "rate_per_s": 1000, "burst": 1000},
+    }, indent=2))
+    serve_settings = ServeSettings(keys_file=keys, request_log=run_dir / "server" / "requests.jsonl")
+    with BackgroundServer(create_app(victim, serve_settings)) as server:
+        echo(f"[2/5] victim {spec} serving on {server.url}")
+        echo(f"[3/5] extracting: budget {settings.budget} queries, strategy {settings.strategy}")
+        size = settings.query_size if settings.task == "style" else settings.query_size // 4
+        campaign = run_campaign(server.url, ATTACKER_KEY, photos["attacker"], settings.budget, run_dir / "store",
+                                strategy=settings.strategy, size=size, seed=settings.seed, progress=progress)
+        t = lap("extract", t)
+        data = training_folder(run_dir / "store", run_dir / "surrogate_data", campaign.victim_id)
+        echo(f"[4/5] training the surrogate on {data.n_pairs} (query, answer) pairs, {settings.iters} iterations")
+        if settings.task == "style":
+            overrides = {"generator": {"num_downs": 5, "ngf": settings.ngf},
+                         "discriminator": {"ndf": settings.ngf, "n_layers": 2}}
+            cfg = make_train_config("pix2pix", data.folder, overrides, size=settings.query_size,
+                                    iters=settings.iters, batch_size=settings.batch_size, seed=settings.seed,
+                                    progress=progress, log_every=50)
+        else:
+            overrides = {"generator": {"n_blocks": 6, "nf": settings.ngf}}
+            cfg = make_train_config("srresnet", data.folder, overrides, size=settings.query_size,
+                                    iters=settings.iters, batch_size=settings.batch_size, seed=settings.seed,
+                                    progress=progress, log_every=50)
+        result = train(cfg, run_dir / "surrogate")
+        t = lap("train", t)
+        echo("[5/5] evaluating tables A/B/C through the API and writing the report")
+        extra = {"queries": {"spent": campaign.answered_total, "budget": settings.budget,
+                             "store": str(run_dir / "store"), "strategy": settings.strategy}}
+        run_evaluation(victim_url=server.url, api_key=EVALUATOR_KEY, surrogate_path=run_dir / "surrogate",
+                                 test_dir=photos["test"], gt_dir=gt_dir, run_dir=run_dir, n_boot=settings.n_boot,
+                                 seed=settings.seed, extra=extra, progress=progress)
+        t = lap("evaluate", t)
+    report = write_report(run_dir)
+    lap("report", t)
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    run.update_metrics({"timings_s": timings, "train": {"iters": settings.iters,
+                                                        "last_losses": result.last_losses, "seconds": round(result.seconds, 1)}})
+    return report

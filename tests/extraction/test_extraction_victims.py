@@ -1,0 +1,131 @@
+"""Victim specs: classical filters checked against OpenCV / images.py, learned victims via translate."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from copymark.errors import ConfigError, CopymarkError
+from copymark.extraction.victims import VALID_SPECS, load_victim
+from copymark.images import from_uint8, quantize, to_uint8, upscale_bicubic
+
+
+def _photo(h: int = 48, w: int = 64) -> torch.Tensor:
+    from copymark.data.samples import samples
+
+    x = samples(["chelsea"], max_side=96)[0].image
+    return x[:, :h, :w].unsqueeze(0).contiguous()
+
+
+def test_stylize_equals_opencv_on_8bit_input_and_is_deterministic():
+    x = _photo()
+    v = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
+    assert (v.task, v.scale, v.name) == ("style", 1, "stylize")
+    y = v(x)
+    rgb = to_uint8(x[0]).permute(1, 2, 0).numpy()
+    ref = cv2.cvtColor(cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=20, sigma_r=0.3), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(to_uint8(y[0]).permute(1, 2, 0).numpy(), ref)
+    assert torch.equal(v(x), y)
+    assert (y - quantize(x)).abs().mean() > 0.01  # it really changes the image
+
+
+def test_edge_preserving_and_cartoon():
+    x = _photo()
+    ep = load_victim("classical:edge_preserving?sigma_s=30&sigma_r=0.2&flags=2")
+    rgb = to_uint8(x[0]).permute(1, 2, 0).numpy()
+    ref = cv2.edgePreservingFilter(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags=2, sigma_s=30, sigma_r=0.2)
+    assert np.array_equal(to_uint8(ep(x)[0]).permute(1, 2, 0).numpy(), cv2.cvtColor(ref, cv2.COLOR_BGR2RGB))
+    cart = load_victim("classical:cartoon?levels=4")
+    y = to_uint8(cart(x)[0]).permute(1, 2, 0).numpy()
+    # colours are quantised to 4 levels (bin centres 32, 96, 160, 224) except black edge pixels
+    vals = set(np.unique(y).tolist())
+    assert vals <= {0, 32, 96, 160, 224}
+    black = (y == 0).all(axis=2).mean()
+    assert 0.01 < black < 0.6  # some edges drawn, not everything
+    assert torch.equal(cart(x), cart(x))
+
+
+def test_bicubic_x4_is_images_upscale_bicubic():
+    x = _photo(16, 20)
+    v = load_victim("classical:bicubic_x4")
+    assert (v.task, v.scale) == ("sr", 4)
+    y = v(x)
+    assert y.shape == (1, 3, 64, 80)
+    assert torch.allclose(y, upscale_bicubic(quantize(x), 4), atol=0)
+
+
+def test_ids_are_stable_and_param_sensitive():
+    a = load_victim("classical:stylize")
+    b = load_victim("classical:stylize?sigma_r=0.3&sigma_s=20")
+    c = load_victim("classical:stylize?sigma_s=21")
+    assert a.id == b.id != c.id
+    assert len(a.id) == 16
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("classical:sharpen", "unknown classical victim 'sharpen'"),
+        ("classical:stylize?sigma=3", "unknown parameter 'sigma'"),
+        ("classical:stylize?sigma_s=abc", "not a float"),
+        ("classical:stylize?sigma_r=5", "outside"),
+        ("classical:bicubic_x4?method=nearest", "method must be"),
+        ("ftp://somewhere/model", "unknown victim spec scheme"),
+        ("", "empty victim spec"),
+    ],
+)
+def test_bad_specs_name_the_problem_and_list_valid_ones(spec, match):
+    with pytest.raises(ConfigError, match=match) as ei:
+        load_victim(spec)
+    if "unknown classical" in match or "scheme" in match or "empty" in match:
+        assert "classical:stylize" in (ei.value.hint or "")
+
+
+def test_missing_path_spec(tmp_path):
+    with pytest.raises(CopymarkError, match="no such file"):
+        load_victim(str(tmp_path / "nothing.pt"))
+    assert any("TorchScript" in s for s in VALID_SPECS)
+
+
+class _TinySR(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 12, 3, padding=1)
+        self.shuffle = torch.nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.shuffle(self.conv(x)))
+
+
+def test_torchscript_victim(tmp_path):
+    net = _TinySR().eval()
+    p = tmp_path / "tiny_sr.pt"
+    torch.jit.script(net).save(str(p))
+    v = load_victim(str(p))
+    assert (v.task, v.scale, v.name) == ("sr", 2, "tiny_sr")
+    x = _photo(20, 24)
+    y = v(x)
+    with torch.no_grad():
+        ref = net(x)
+    assert y.shape == (1, 3, 40, 48)
+    assert torch.allclose(y, ref, atol=1e-6)
+    assert torch.equal(v(x), y)
+    assert load_victim(str(p)).id == v.id
+    (tmp_path / "junk.pt").write_bytes(b"not torchscript")
+    with pytest.raises(CopymarkError, match="TorchScript"):
+        load_victim(str(tmp_path / "junk.pt"))
+
+
+def test_checkpoint_folder_victim(tmp_path):
+    build = pytest.importorskip("copymark.nets.build")
+    cfg = build.parse_net_config({"kind": "unet", "ngf": 4, "num_downs": 5})
+    net = build.build_net(cfg).eval()
+    build.save_net(tmp_path / "ckpt", net, cfg)
+    v = load_victim(str(tmp_path / "ckpt"))
+    assert (v.task, v.scale) == ("style", 1)
+    x = from_uint8(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    y = v(x)
+    assert y.shape == x.shape and torch.equal(v(x), y)
