@@ -5,6 +5,12 @@ Image convention for every net here (see DESIGN.md): inputs and outputs are floa
 GANs here) convert inside ``forward`` with :func:`to_signed`, and generators end with ``tanh``
 mapped back to ``[0, 1]`` with :func:`to_unit`. Callers never convert.
 
+Generators carry an int attribute ``stride`` (input H and W must be multiples of it for the
+output to keep the input's size, or, for UNet, to run at all) and super-resolution nets an int
+``scale``; translation code pads to ``stride`` and crops back. Both survive ``torch.jit.script``.
+Every generator here scripts; eval mode makes them deterministic (no dropout; BatchNorm uses
+running statistics).
+
 Families: :mod:`.unet` (pix2pix UNet-256), :mod:`.patchgan` (70x70 PatchGAN),
 :mod:`.resnet_gen` (CycleGAN ResNet-9), :mod:`.ugatit` (UGATIT generator + CAM discriminators),
 :mod:`.srresnet` (SRResNet + SRGAN discriminator), :mod:`.victims` (modules compatible with

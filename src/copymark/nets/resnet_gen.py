@@ -40,7 +40,7 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """CycleGAN ResNet generator; defaults = ``resnet_9blocks`` with InstanceNorm, no dropout."""
 
-    n_downsampling = 2
+    n_downsampling: int = 2
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class ResnetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         bias = conv_bias(norm)
+        self.stride: int = 2**self.n_downsampling  # H, W multiples of this keep the size
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, 7, bias=bias),
@@ -73,11 +74,6 @@ class ResnetGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-
-    @property
-    def stride(self) -> int:
-        """Input H and W should be multiples of this for output size == input size."""
-        return 2**self.n_downsampling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in [0, 1] -> translated image in [0, 1], same size (H, W multiples of 4)."""

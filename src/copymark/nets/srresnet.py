@@ -64,6 +64,7 @@ class SRResNet(nn.Module):
         if scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8 (got {scale})")
         self.scale = scale
+        self.stride: int = 1  # any input size
         self.head = nn.Sequential(nn.Conv2d(in_channels, nf, 9, padding=4), nn.PReLU())
         self.body = nn.Sequential(*[SRResidualBlock(nf, batch_norm) for _ in range(n_blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(nf, nf, 3, padding=1), nn.BatchNorm2d(nf) if batch_norm else nn.Identity())

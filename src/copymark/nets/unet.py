@@ -89,6 +89,7 @@ class UNetGenerator(nn.Module):
         if num_downs < 5:
             raise ValueError(f"num_downs must be >= 5 (got {num_downs})")
         self.num_downs = num_downs
+        self.stride: int = 2**num_downs  # input H and W must be multiples of this
         block = UNetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
         for _ in range(num_downs - 5):
             block = UNetBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
@@ -96,11 +97,6 @@ class UNetGenerator(nn.Module):
         block = UNetBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
         block = UNetBlock(ngf, ngf * 2, submodule=block, norm=norm)
         self.model = UNetBlock(out_channels, ngf, input_nc=in_channels, submodule=block, outermost=True, norm=norm)
-
-    @property
-    def stride(self) -> int:
-        """Input H and W must be multiples of this."""
-        return 2**self.num_downs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in [0, 1] (N x C x H x W, H and W multiples of ``stride``) -> image in [0, 1]."""
