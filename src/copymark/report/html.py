@@ -17,6 +17,7 @@ inject markup.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from typing import Any
 import copymark
 from copymark.checkpoints import atomic_write_bytes
 from copymark.errors import CopymarkError
-from copymark.images import encode_png
 from copymark.report import grids, plots
 from copymark.report.tables import TableBlock, reading_sentence, set_rows
 
@@ -42,6 +42,13 @@ def _err(message: str, hint: str = f"run {MAKERS} first; it writes the run folde
 def png_data_uri(png: bytes) -> str:
     """``data:image/png;base64,...`` for PNG bytes."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png(img: Any) -> bytes:
+    """PNG bytes of a PIL image (lossless; the figures' pixels are kept exactly)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -138,19 +145,19 @@ def _set_section(
     if not shown:
         return sec
     rows = [grids.load_row(set_dir, s, columns, task) for s in shown]
-    g = grids.comparison_grid(rows, labels, row_labels=shown)
+    g = grids.comparison_image(rows, labels, row_labels=shown)
     more = f" (the first {len(shown)} of {len(stems)})" if len(stems) > len(shown) else ""
     extra = " The low-resolution input is enlarged by nearest neighbour to the output size." if task == "sr" and "input" in columns else ""
     sec.figures.append(
-        Figure(png_data_uri(encode_png(g)), f"{name} set, {' | '.join(labels)}{more}.{extra}", f"{name} set image grid: {', '.join(labels)}")
+        Figure(png_data_uri(_png(g)), f"{name} set, {' | '.join(labels)}{more}.{extra}", f"{name} set image grid: {', '.join(labels)}")
     )
     if task == "sr":
         for stem, row in list(zip(shown, rows))[: min(len(shown), 3)]:
-            panel, box, zoom = grids.zoom_panel(list(zip(labels, row)))
+            panel, box, zoom = grids.zoom_image(list(zip(labels, row)))
             top, left, h, w = box
             sec.zooms.append(
                 Figure(
-                    png_data_uri(encode_png(panel)),
+                    png_data_uri(_png(panel)),
                     f"{stem}: the {h}×{w} px window with the most luma variance (top-left at x={left}, y={top}), cut from every column and enlarged {zoom}× by nearest neighbour (the red box marks it on the full images).",
                     f"zoomed crops of {stem}",
                     pixelated=True,
