@@ -136,3 +136,11 @@ def test_bad_csv_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="at least 2"):
         analyze_ratings(read_csv(p))
     assert main(["study", "analyze", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_cli_power(capsys):
+    assert main(["study", "power", "--bound-d", "0.3", "--per-participant", "20"]) == 0
+    out = capsys.readouterr().out
+    # 191 ratings per model (exact t-based TOST size, cf. TOSTER's normal approximation 190.3) -> 20 participants
+    assert "191 ratings per model = 20 participants" in out
+    assert "176 ratings per model" in out  # statsmodels TTestIndPower: 175.4 -> 176

@@ -128,6 +128,29 @@ def analyze(
     typer.echo(f"report: {paths['markdown']} and {paths['html']}")
 
 
+@study_app.command("power")
+def power_cmd(
+    bound_d: float = typer.Option(0.3, "--bound-d", help="equivalence bounds +/- this Cohen's d"),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    power: float = typer.Option(0.8, "--power"),
+    per_participant: int = typer.Option(20, "--per-participant", help="ratings per participant (half per model)"),
+) -> None:
+    """Plan a study: ratings and participants needed for the TOST (true d = 0) and for a t test."""
+    import math
+
+    from copymark.stats import tost_ind_n, ttest_ind_n
+
+    n_tost = math.ceil(tost_ind_n(bound_d, alpha=alpha, power=power))
+    n_t = math.ceil(ttest_ind_n(bound_d, alpha=alpha, power=power))
+    k = per_participant / 2
+    typer.echo(f"TOST, bounds d = +/-{bound_d:g}, alpha {alpha:g}, power {power:.0%}: {n_tost} ratings per model = "
+               f"{math.ceil(n_tost / k)} participants at {k:g} ratings per model each")
+    typer.echo(f"t test detecting d = {bound_d:g} (two-sided): {n_t} ratings per model = "
+               f"{math.ceil(n_t / k)} participants")
+    typer.echo("(every rating counted as an independent observation, as in the analysis; ratings of one participant "
+               "are correlated in practice, so treat these as lower bounds)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``study`` command group to ``app``."""
     app.add_typer(study_app, name="study")

@@ -25,10 +25,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from copymark.checkpoints import atomic_write_json
 from copymark.config import StrictModel, load_config
 from copymark.errors import ConfigError, DataError
-from copymark.images import list_images, open_image
+
+# copymark.images / copymark.checkpoints import torch; they are needed only to *create* a study,
+# so they are imported inside those functions and the web app starts without torch.
 
 STUDY_FILE = "study.json"
 IMAGES_DIR = "images"
@@ -107,6 +108,8 @@ def _check_design(n_inputs: int, per_participant: int) -> None:
 
 
 def _pair_by_stem(folder: Path, what: str) -> dict[str, Path]:
+    from copymark.images import list_images
+
     if not folder.is_dir():
         raise DataError(f"{what} folder not found: {folder}", hint="pass an existing folder of images")
     found: dict[str, Path] = {}
@@ -121,6 +124,8 @@ def _pair_by_stem(folder: Path, what: str) -> dict[str, Path]:
 
 
 def _import_image(src: Path, images_dir: Path, used: set[str]) -> ImageRef:
+    from copymark.images import open_image
+
     img = open_image(src).convert("RGB")  # raises ImageError naming the file if corrupt
     while True:
         item_id = secrets.token_hex(8)
@@ -137,6 +142,9 @@ def create_study(victim_dir: str | Path, surrogate_dir: str | Path, style_exampl
                  input_dir: str | Path | None = None, title: str = "Image style study",
                  question: str = DEFAULT_QUESTION, scale_labels: list[str] | None = None) -> StudyConfig:
     """Build a study folder at ``out`` (must not exist or be empty); returns its config."""
+    from copymark.checkpoints import atomic_write_json
+    from copymark.images import list_images
+
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"study folder {out} already exists and is not empty",
