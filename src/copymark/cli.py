@@ -23,7 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copymark.metrics.commands",  # metrics
     "copymark.train.commands",  # train, translate
     "copymark.serving.commands",  # serve
-    "copymark.extraction.commands",  # extract, evaluate, learning-curve, demo
+    "copymark.extraction.commands",  # extract
+    "copymark.extraction.attack_commands",  # evaluate, learning-curve, demo
     "copymark.report.commands",  # report
     "copymark.study.commands",  # study ...
     "copymark.watermark.commands",  # stego ...
