@@ -395,3 +395,24 @@ def test_usage_db_stores_key_hashes_not_keys(tmp_path):
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.json.usage.sqlite*"))
     assert raw and KEY.encode() not in raw
     _ = np  # numpy imported for helpers
+
+
+def test_same_idempotency_key_in_flight_runs_victim_once(tmp_path):
+    """A client that timed out and retries while its first request is still running gets the
+    first request's answer, without a second victim call or charge."""
+    write_keys(tmp_path, budget=10)
+    cv = CountingVictim(delay_s=0.3)
+
+    async def go():
+        async with asgi_client(cv.victim(), settings(tmp_path)) as c:
+            h = {**auth(), "Idempotency-Key": "same"}
+            first = asyncio.ensure_future(c.post("/v1/translate", content=rand_png(seed=5), headers=h))
+            await asyncio.sleep(0.1)
+            second = await c.post("/v1/translate", content=rand_png(seed=5), headers=h)
+            return await first, second
+
+    a, b = run(go())
+    assert a.status_code == b.status_code == 200 and a.content == b.content
+    assert b.headers["idempotent-replay"] == "true"
+    assert cv.images == 1
+    assert a.headers["x-budget-remaining"] == "9"

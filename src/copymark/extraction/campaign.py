@@ -57,10 +57,33 @@ class Candidate:
         return f"{self.rel}#{self.top},{self.left}" + (f"@{self.resize_to[0]}x{self.resize_to[1]}" if self.resize_to else "")
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    from copymark.images import open_image
+# the suffixes of copymark.images.IMAGE_SUFFIXES; the campaign reads photos with Pillow
+# directly so that the attacker's client never imports torch (it starts in about a second)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
-    img = open_image(path)
+
+def list_photos(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursively, hidden ones skipped), sorted by relative path."""
+    if not root.is_dir():
+        raise DataError(f"attacker data folder not found: {root}", hint="pass a folder of photos with --data")
+    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                   key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise DataError(f"attacker data folder {root} holds no images ({', '.join(PHOTO_SUFFIXES)})")
+    return files
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """Decode a photo as RGB with its EXIF orientation applied (DataError if unreadable)."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = ImageOps.exif_transpose(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: not a readable image ({err})", hint="remove or fix the file") from None
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
@@ -100,10 +123,8 @@ def _features(arr: np.ndarray) -> np.ndarray:
 def candidate_pool(data_dir: str | Path, size: int, budget: int, seed: int, pool_factor: float = 4.0,
                    with_features: bool = False) -> tuple[list[Candidate], np.ndarray | None]:
     """All candidate crops of the attacker's photos (and their features when asked)."""
-    from copymark.data.folders import image_files
-
     root = Path(data_dir)
-    files = image_files(root, what="attacker data folder", recursive=True)
+    files = list_photos(root)
     k = max(1, math.ceil(pool_factor * budget / len(files)))
     rng = np.random.default_rng(seed)
     cands: list[Candidate] = []
@@ -173,6 +194,7 @@ class CampaignResult:
     report: QueryReport
     seconds: float
     store_dir: str
+    already_answered: int = 0  # answers the store held for this victim before this run
     counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -242,6 +264,6 @@ async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, 
                 report = await query_all(client, store, victim_id, items)
         counts = store.counts(victim_id)
         return CampaignResult(victim_url, victim_id, str(info.get("task")), int(info.get("scale") or 1), strategy, budget,
-                              counts["answered"], report, time.perf_counter() - t0, str(store_dir), counts)
+                              counts["answered"], report, time.perf_counter() - t0, str(store_dir), len(done), counts)
     finally:
         store.close()

@@ -39,8 +39,8 @@ def _register_extract(app: typer.Typer) -> None:
         r = res.report
         summary = {
             "victim_id": res.victim_id, "task": res.task, "scale": res.scale, "strategy": res.strategy,
-            "budget": res.budget, "answered_total": res.answered_total, "new_answers": r.answered,
-            "replayed": r.replayed, "skipped_already_answered": r.skipped, "failed": r.failed,
+            "budget": res.budget, "answered_total": res.answered_total, "already_in_store": res.already_answered, "new_answers": r.answered,
+            "replayed": r.replayed, "failed": r.failed,
             "not_sent": r.not_sent, "server_budget_remaining": r.server_budget_remaining,
             "stop_reason": r.stop_reason, "seconds": round(res.seconds, 2), "store": res.store_dir,
         }

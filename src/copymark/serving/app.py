@@ -5,7 +5,10 @@
 * ``POST /v1/translate``: image bytes in (multipart field ``image`` or the raw body), PNG out,
   with ``X-Request-Id`` and ``X-Budget-Remaining`` headers. Optional ``Idempotency-Key``: a
   retried request with the same key and body gets the earlier answer again, not charged and
-  without running the victim (so a client that lost an answer can fetch it once more).
+  without running the victim (so a client that lost an answer can fetch it once more); a
+  retry that arrives while the first request is still being answered (the client timed out)
+  waits for that answer instead of running the victim a second time. Replies are kept per key
+  (``idempotency_cache`` most recent) in the usage SQLite file, so this survives restarts.
 * ``GET /v1/health``, ``GET /v1/info`` (task, scale, opaque victim id, limits; never the
   architecture), ``GET /metrics`` (Prometheus text).
 
@@ -95,6 +98,7 @@ class _State:
         self.metrics = Metrics()
         self.batcher = MicroBatcher(victim, settings.max_batch, settings.max_wait_ms, settings.queue_size,
                                     on_batch=self.metrics.batch_size)
+        self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}  # Idempotency-Keys being answered
         self._log_lock = threading.Lock()
         self._log = open(settings.request_log, "a", buffering=1) if settings.request_log else None  # noqa: SIM115
 
@@ -264,23 +268,56 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
         try:
             body = await _read_body(request, s.max_upload_bytes, s.read_timeout_s)
             data = await _image_bytes(request, body)
-            body_sha = hashlib.sha256(data).hexdigest()
-            ctx["input_sha256"] = body_sha
-            if idem is not None:
-                ctx["idempotency_key"] = idem
-                cached = state.ledger.cached_reply(kh, idem)
-                if cached is not None:
-                    if cached[0] != body_sha:
-                        raise ApiError(422, "idempotency_mismatch", "Idempotency-Key was used before with another image")
-                    state.metrics.answer(replay=True)
-                    ctx["replay_of"] = cached[2]
-                    return Response(cached[1], media_type="image/png", headers={
-                        "X-Request-Id": rid, "X-Budget-Remaining": str(ctx["remaining"]),
-                        "Idempotent-Replay": "true", "X-Original-Request-Id": cached[2]})
-            if not state.ledger.reserve(kh, policy.budget):
-                raise ApiError(402, "budget_exhausted", f"the key's budget of {policy.budget} answers is spent")
         finally:
             state.batcher.arriving -= 1
+        body_sha = hashlib.sha256(data).hexdigest()
+        ctx["input_sha256"] = body_sha
+        owned: asyncio.Future[None] | None = None
+        if idem is not None:
+            ctx["idempotency_key"] = idem
+            replay = await _replay_or_own(kh, idem, body_sha, rid, ctx)
+            if isinstance(replay, Response):
+                return replay
+            owned = replay
+        try:
+            return await _answer(kh, policy, idem, data, body_sha, rid, ctx)
+        finally:
+            if owned is not None:
+                state.inflight.pop((kh, idem), None)
+                owned.set_result(None)
+
+    async def _replay_or_own(kh: str, idem: str, body_sha: str, rid: str,
+                             ctx: dict[str, Any]) -> Response | asyncio.Future[None]:
+        """Replay a cached answer for this Idempotency-Key, or wait for the same request in flight
+        (a client retrying after its own timeout) and replay its answer; else own the key."""
+        while True:
+            cached = state.ledger.cached_reply(kh, idem)
+            if cached is not None:
+                if cached[0] != body_sha:
+                    raise ApiError(422, "idempotency_mismatch", "Idempotency-Key was used before with another image")
+                state.metrics.answer(replay=True)
+                ctx["replay_of"] = cached[2]
+                return Response(cached[1], media_type="image/png", headers={
+                    "X-Request-Id": rid, "X-Budget-Remaining": str(ctx["remaining"]),
+                    "Idempotent-Replay": "true", "X-Original-Request-Id": cached[2]})
+            pending = state.inflight.get((kh, idem))
+            if pending is None:
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), state.settings.inference_timeout_s)
+            except TimeoutError:
+                raise ApiError(504, "inference_timeout", "the same request is still being answered") from None
+            if state.settings.idempotency_cache == 0:
+                break
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.inflight[(kh, idem)] = fut
+        return fut
+
+    async def _answer(kh: str, policy: KeyPolicy, idem: str | None, data: bytes, body_sha: str, rid: str,
+                      ctx: dict[str, Any]) -> Response:
+        s = state.settings
+        if not state.ledger.reserve(kh, policy.budget):
+            raise ApiError(402, "budget_exhausted", f"the key's budget of {policy.budget} answers is spent")
         reserved = True
         try:
             state.batcher.arriving += 1
