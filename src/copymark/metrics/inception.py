@@ -108,18 +108,25 @@ def build_fid_inception() -> tv_inception.Inception3:
 
 
 class InceptionFeatures(nn.Module):
-    """``N x 3 x H x W`` in [0, 1] -> ``N x 2048`` FID pool features (eval mode, no grad)."""
+    """``N x 3 x H x W`` in [0, 1] -> ``N x 2048`` FID pool features.
 
-    def __init__(self) -> None:
+    ``input_size`` is the side images are resized to: 299 for FID (the only value
+    :func:`inception_v3_features` uses); smaller values (>= 75) only make tests cheaper.
+    """
+
+    def __init__(self, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
+        if input_size < 75:
+            raise ValueError(f"Inception-v3 needs inputs of at least 75x75, got {input_size}")
         net = build_fid_inception()
         net.fc = nn.Identity()  # the 1008-class head is not part of the features
         self.inception = net
+        self.input_size = input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W images, got {tuple(x.shape)}")
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = 2.0 * x - 1.0
         n = self.inception
         for layer in (
