@@ -35,7 +35,7 @@ def contains_exactly(big: np.ndarray, small: np.ndarray) -> tuple[int, int] | No
 def photos() -> list[np.ndarray]:
     out = []
     for name in ("astronaut", "coffee", "chelsea"):
-        img = skimage.data.__getattribute__(name)()
+        img = getattr(skimage.data, name)()
         out.append(cv2.resize(img, (48, 40), interpolation=cv2.INTER_AREA))
     return out
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
