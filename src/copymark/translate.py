@@ -293,6 +293,10 @@ def _fixed_size_attr(net: object) -> tuple[int, int] | None:
     try:
         v = getattr(net, "fixed_size")
     except Exception:  # noqa: BLE001
+        # the full U-GAT-IT generator: its MLP input depends on img_size
+        light, size = getattr(net, "light", None), getattr(net, "img_size", None)
+        if light is False and isinstance(size, int):
+            return (size, size)
         return None
     if v is None:
         return None
@@ -324,15 +328,17 @@ def wrap_module(
     fixed_size = fixed_size if fixed_size is not None else _fixed_size_attr(net)
     stride = stride if stride is not None else _net_attr(net, "stride")
     scale = scale if scale is not None else _net_attr(net, "scale")
-    if (stride is None or scale is None) and fixed_size is None:
+    if fixed_size is None and stride is None:
         p_stride, p_scale = probe_stride_scale(net, dev, source)
-        stride = stride if stride is not None else p_stride
+        stride = p_stride
         scale = scale if scale is not None else p_scale
-    elif fixed_size is not None and (stride is None or scale is None):
+    if scale is None:  # one forward at the smallest valid size tells the scale
+        k = max(1, -(-32 // stride))  # at least 32 px: instance norm needs > 1 pixel at the bottleneck
+        side = fixed_size if fixed_size is not None else (stride * k, stride * k)
         with torch.inference_mode():
-            y = _first_output(net(torch.full((1, 3, *fixed_size), 0.5, device=dev)), source)
-        scale = scale if scale is not None else y.shape[-1] // fixed_size[1]
-        stride = stride if stride is not None else 1
+            y = _first_output(net(torch.full((1, 3, *side), 0.5, device=dev)), source)
+        scale = max(1, y.shape[-1] // side[1])
+    stride = stride if stride is not None else 1
     return TranslationModel(
         net=net, scale=int(scale), stride=int(stride), fixed_size=fixed_size, device=dev, source=source, kind=kind
     )
