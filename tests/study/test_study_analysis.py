@@ -144,3 +144,20 @@ def test_cli_power(capsys):
     # 191 ratings per model (exact t-based TOST size, cf. TOSTER's normal approximation 190.3) -> 20 participants
     assert "191 ratings per model = 20 participants" in out
     assert "176 ratings per model" in out  # statsmodels TTestIndPower: 175.4 -> 176
+
+
+def test_report_json_is_strict_for_tiny_samples(tmp_path):
+    import json
+
+    from copymark.study.analysis import write_report
+
+    an = analyze_ratings(simulate_ratings(3, 0.0, per_participant=4, n_inputs=40, seed=0))
+    paths = write_report(an, tmp_path / "rep")
+
+    def no_nan(tok):
+        raise AssertionError(f"non-standard JSON constant {tok}")
+
+    d = json.loads(paths["json"].read_text(), parse_constant=no_nan)
+    assert any(r["sd"] is None for r in d["per_image"])  # single ratings have no SD
+    assert d["tost"]["equivalent"] is False and "not equivalent" in d["verdict"]
+    assert "inconclusive" in " ".join(d["notes"])

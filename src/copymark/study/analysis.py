@@ -294,6 +294,19 @@ def render_html(an: StudyAnalysis, plots: dict[str, str]) -> str:
                                                     ci_pct=round(100 * (1 - 2 * an.tost.alpha)))
 
 
+def _json_safe(x):
+    """NaN/inf -> None and tuples -> lists, so analysis.json is strict JSON."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def write_report(an: StudyAnalysis, out_dir: str | Path) -> dict[str, Path]:
     """Write analysis.md, analysis.html, analysis.json, per_image.csv and the plots into ``out_dir``."""
     out = Path(out_dir)
@@ -305,7 +318,7 @@ def write_report(an: StudyAnalysis, out_dir: str | Path) -> dict[str, Path]:
              "per_image": out / "per_image.csv"}
     paths["markdown"].write_text(render_markdown(an, plots))
     paths["html"].write_text(render_html(an, plots))
-    paths["json"].write_text(json.dumps(an.as_dict(), indent=2, default=float) + "\n")
+    paths["json"].write_text(json.dumps(_json_safe(an.as_dict()), indent=2, allow_nan=False) + "\n")
     with paths["per_image"].open("w") as f:
         f.write("input_id,model,n,mean,sd\n")
         for r in an.per_image:

@@ -78,7 +78,7 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         if pid is not None and not _PID_RE.match(pid):
             return message(request, 400, "Invalid participant id",
                            "The participant id in the link may contain only letters, digits, '.', '_' and '-'.")
-        return page(request, "consent.html", pid=pid, n_items=len(participant_plan_len(cfg)))
+        return page(request, "consent.html", pid=pid, n_items=cfg.per_participant + cfg.attention_checks)
 
     @app.post("/consent")
     def give_consent(request: Request, agree: str | None = Form(None), pid: str | None = Form(None)):
@@ -212,7 +212,3 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
 
     return app
 
-
-def participant_plan_len(cfg: StudyConfig) -> range:
-    """Pages per participant (ratings plus attention checks)."""
-    return range(cfg.per_participant + cfg.attention_checks)
