@@ -106,6 +106,7 @@ def test_mismatched_weights_are_weights_errors(tmp_path):
         load_net(tmp_path / "u")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14 but still the .pt format
 @pytest.mark.parametrize("kind", GENERATORS)
 def test_generators_script_and_match_eager(tmp_path, kind):
     """Every generator exports with torch.jit.script; the saved file reproduces eager outputs."""
@@ -120,3 +121,11 @@ def test_generators_script_and_match_eager(tmp_path, kind):
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-5)
     assert ts.stride == net.stride
+
+
+def test_save_net_unwraps_parallel_wrappers(tmp_path):
+    cfg = parse_net_config(TINY["resnet_gen"][0])
+    net = build_net(cfg)
+    save_net(tmp_path / "c", torch.nn.DataParallel(net), cfg)  # keys saved without "module."
+    net2, _ = load_net(tmp_path / "c")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))

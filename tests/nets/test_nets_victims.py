@@ -10,6 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from copymark.errors import WeightsError
 from copymark.images import crop_border, load_image, quantize, rgb_to_y, upscale_bicubic
 from copymark.nets import count_parameters
+from copymark.nets.build import FNSTMobileNetConfig, SRGANLeftthomasConfig, load_net, save_net
 from copymark.nets.victims import (
     LeftthomasSRGANGenerator,
     TransformerMobileNet,
@@ -115,6 +116,7 @@ def test_wrong_file_is_a_weights_error(tmp_path):
         load_style_candy(tmp_path / "missing.pth")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14 but still the .pt format
 @pytest.mark.parametrize("which", ["srgan", "candy"])
 def test_torchscript_export_matches_eager(tmp_path, request, which):
     # torch.jit.script (not trace: no input-size assumptions baked in; trace is deprecated).
@@ -128,3 +130,15 @@ def test_torchscript_export_matches_eager(tmp_path, request, which):
         x2 = torch.rand(2, 3, 24, 28, generator=torch.Generator().manual_seed(3))  # another size
         for inp in (x, x2):
             np.testing.assert_allclose(loaded(inp).numpy(), net(inp).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["srgan", "candy"])
+def test_victims_convert_to_copymark_checkpoints(tmp_path, request, which):
+    """A loaded victim saved with save_net reloads (load_net) to the same outputs."""
+    net = request.getfixturevalue(which)
+    cfg = SRGANLeftthomasConfig() if which == "srgan" else FNSTMobileNetConfig()
+    save_net(tmp_path / which, net, cfg, {"source": which})
+    net2, cfg2 = load_net(tmp_path / which, expected_kind=cfg.kind)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(net2(x), net(x))
