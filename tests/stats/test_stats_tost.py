@@ -89,3 +89,19 @@ def test_tost_rejects_bad_bounds():
         tost_ind([1, 2, 3], [2, 3, 4], low_d=0.3, high_d=-0.3)
     with pytest.raises(ConfigError, match="usevar"):
         tost_ind([1, 2, 3], [2, 3, 4], usevar="welch")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed,shift", [(0, 0.0), (1, 0.3), (2, -0.1)])
+def test_paired_tost_matches_statsmodels(seed, shift):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    from copymark.stats import tost_one_sample
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(3.0, 1.0, size=60)
+    y = x - shift + rng.normal(0, 0.5, size=60)
+    p, (t1, p1, df1), (t2, p2, df2) = ttost_paired(x, y, -0.25, 0.25)
+    r = tost_one_sample(x - y, -0.25, 0.25)
+    assert r.p == pytest.approx(p, rel=1e-9)
+    assert (r.t_low, r.p_low, r.df, r.t_high, r.p_high) == pytest.approx((t1, p1, df1, t2, p2), rel=1e-9)
+    assert r.equivalent == (r.low < r.ci[0] and r.ci[1] < r.high)

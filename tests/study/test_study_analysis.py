@@ -161,3 +161,17 @@ def test_report_json_is_strict_for_tiny_samples(tmp_path):
     assert any(r["sd"] is None for r in d["per_image"])  # single ratings have no SD
     assert d["tost"]["equivalent"] is False and "not equivalent" in d["verdict"]
     assert "inconclusive" in " ".join(d["notes"])
+
+
+def test_participant_level_check_is_a_paired_tost():
+    from copymark.stats import tost_one_sample
+
+    rows = simulate_ratings(50, 0.0, per_participant=10, seed=8)
+    an = analyze_ratings(rows)
+    by = {}
+    for r in rows:
+        by.setdefault(r["participant"], {"victim": [], "surrogate": []})[r["model"]].append(r["score"])
+    diffs = [np.mean(g["victim"]) - np.mean(g["surrogate"]) for g in by.values()]
+    ref = tost_one_sample(diffs, an.tost.low, an.tost.high)
+    assert an.participant_level["participants"] == 50
+    assert an.participant_level["p"] == pytest.approx(ref.p) and an.participant_level["equivalent"] == ref.equivalent

@@ -102,3 +102,52 @@ def tost_ind(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *
     """TOST equivalence test of ``mean(a) - mean(b)`` with bounds in Cohen's d (default +/-0.3)."""
     return tost_from_stats(summarize(a, "a"), summarize(b, "b"), low_d=low_d, high_d=high_d, alpha=alpha,
                            usevar=usevar)
+
+
+@dataclass(frozen=True)
+class TostOneSampleResult:
+    """TOST of a mean (e.g. of paired differences) against raw bounds ``low < high``."""
+
+    mean: float
+    sd: float
+    n: int
+    low: float
+    high: float
+    se: float
+    df: float
+    t_low: float
+    p_low: float
+    t_high: float
+    p_high: float
+    p: float
+    ci: tuple[float, float]
+    alpha: float
+    equivalent: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tost_one_sample(values: Sequence[float] | np.ndarray, low: float, high: float, *,
+                    alpha: float = 0.05) -> TostOneSampleResult:
+    """TOST that the mean of ``values`` lies in the raw interval ``(low, high)``.
+
+    With ``values = x - y`` of paired observations this is the paired TOST (same numbers as
+    ``statsmodels.stats.weightstats.ttost_paired(x, y, low, high)``). The study analysis uses it
+    on per-participant mean differences, a check that does not treat the ratings of one
+    participant as independent.
+    """
+    if not low < high:
+        raise ConfigError(f"equivalence bounds must satisfy low < high, got {low}, {high}")
+    if not 0 < alpha < 0.5:
+        raise ConfigError(f"alpha={alpha} must lie in (0, 0.5)")
+    s = summarize(values, "values")
+    se = s.sd / np.sqrt(s.n)
+    df = float(s.n - 1)
+    t_low, t_high = (s.mean - low) / se, (s.mean - high) / se
+    p_low, p_high = float(_st.t.sf(t_low, df)), float(_st.t.cdf(t_high, df))
+    q = float(_st.t.ppf(1 - alpha, df))
+    p = max(p_low, p_high)
+    return TostOneSampleResult(mean=s.mean, sd=s.sd, n=s.n, low=low, high=high, se=float(se), df=df,
+                               t_low=float(t_low), p_low=p_low, t_high=float(t_high), p_high=p_high, p=p,
+                               ci=(s.mean - q * se, s.mean + q * se), alpha=alpha, equivalent=bool(p < alpha))

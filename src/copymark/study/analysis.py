@@ -25,7 +25,7 @@ import numpy as np
 
 from copymark.errors import DataError
 from copymark.stats import (Summary, TostResult, TTestResult, summarize, tost_from_stats, tost_ind_n, tost_ind_power,
-                            tost_min_bound, ttest_from_stats, ttest_ind_n)
+                            tost_min_bound, tost_one_sample, ttest_from_stats, ttest_ind_n)
 from copymark.study.design import DB_FILE, STUDY_FILE, load_study
 from copymark.study.store import StudyStore, read_csv
 
@@ -150,15 +150,12 @@ def analyze_ratings(rows: list[dict], *, bound_d: float = 0.3, alpha: float = 0.
     for r in data:
         by_part.setdefault(r["participant"], {"victim": [], "surrogate": []})[r["model"]].append(r["score"])
     diffs = [np.mean(g["victim"]) - np.mean(g["surrogate"]) for g in by_part.values() if g["victim"] and g["surrogate"]]
-    part = {"participants": len(diffs)}
-    if len(diffs) >= 2:
-        d = np.asarray(diffs)
-        se = d.std(ddof=1) / math.sqrt(d.size)
-        from scipy import stats as _st
-        q = _st.t.ppf(1 - alpha, d.size - 1)
-        part.update({"mean_diff": float(d.mean()), "sd_diff": float(d.std(ddof=1)),
-                     "ci": [float(d.mean() - q * se), float(d.mean() + q * se)],
-                     "ci_inside_bounds": bool(tost.low < d.mean() - q * se and d.mean() + q * se < tost.high)})
+    part: dict = {"participants": len(diffs)}
+    if len(diffs) >= 2 and np.std(diffs) > 0:
+        pt = tost_one_sample(diffs, tost.low, tost.high, alpha=alpha)
+        part.update({"mean_diff": pt.mean, "sd_diff": pt.sd, "ci": list(pt.ci), "p_low": pt.p_low,
+                     "p_high": pt.p_high, "p": pt.p, "equivalent": pt.equivalent,
+                     "ci_inside_bounds": pt.equivalent})
 
     verdict = ("Verdict: " + tost.verdict() + ". Welch's t test: "
                f"t({welch.df:.1f}) = {welch.t:.3f}, p = {welch.p:.4g}.")
@@ -268,8 +265,10 @@ def render_markdown(an: StudyAnalysis, plots: dict[str, str]) -> str:
     if "mean_diff" in pl:
         lines += ["## Participant-level check", "",
                   f"{pl['participants']} participants rated both models; mean of their (victim - surrogate) "
-                  f"differences {_fmt(pl['mean_diff'])}, {ci_pct}% CI [{_fmt(pl['ci'][0])}, {_fmt(pl['ci'][1])}] "
-                  f"({'inside' if pl['ci_inside_bounds'] else 'not inside'} the raw bounds).", ""]
+                  f"differences {_fmt(pl['mean_diff'])}, {ci_pct}% CI [{_fmt(pl['ci'][0])}, {_fmt(pl['ci'][1])}]; "
+                  f"paired TOST against the same raw bounds: p_low = {pl['p_low']:.4g}, p_high = {pl['p_high']:.4g} "
+                  f"-> {'equivalent' if pl['equivalent'] else 'not equivalent'}. This check treats the participant, "
+                  "not the rating, as the unit.", ""]
     a = an.attention
     lines += ["## Attention checks and exclusions", "",
               f"- attention checks answered: {a['checks']}, passed: {a['passed']}; "
