@@ -1,0 +1,160 @@
+"""Tables A/B/C through a real victim server; the numbers checked against skimage on the saved files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from copymark import images as I
+from copymark.cli import main
+from copymark.extraction.evaluate import make_set, run_evaluation, summary
+from copymark.extraction.victims import load_victim
+from copymark.serving.app import create_app
+from copymark.serving.server import BackgroundServer
+from copymark.serving.settings import ServeSettings
+
+KEY = "evaluator-key-1234"
+
+
+def _server(tmp: Path, spec: str) -> BackgroundServer:
+    keys = tmp / "keys.json"
+    keys.write_text(json.dumps({KEY: {"budget": 1000, "rate_per_s": 1000, "burst": 1000}}))
+    return BackgroundServer(create_app(load_victim(spec), ServeSettings(keys_file=keys)))
+
+
+def _photos(d: Path, n: int = 3, side: int = 64) -> Path:
+    from copymark.data.samples import samples
+
+    d.mkdir(parents=True, exist_ok=True)
+    for s in samples(["astronaut", "coffee", "chelsea", "rocket"][:n], max_side=side * 2):
+        I.save_image(I.center_crop(s.image, side), d / f"{s.name}.png")
+    return d
+
+
+class Blur(torch.nn.Module):
+    """A deterministic 'surrogate': 3x3 box blur (fully convolutional, scale 1)."""
+
+    stride = 1
+    scale = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+
+
+class Upscale(torch.nn.Module):
+    stride = 1
+    scale = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=4.0, mode="nearest")
+
+
+def _skimage_psnr_ssim(a: Path, b: Path, y: bool = False, crop: int = 0) -> tuple[float, float]:
+    x = I.to_uint8(I.load_image(a)).permute(1, 2, 0).numpy().astype(np.float64)
+    r = I.to_uint8(I.load_image(b)).permute(1, 2, 0).numpy().astype(np.float64)
+    if y:
+        x = np.round(16 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255)
+        r = np.round(16 + (65.481 * r[..., 0] + 128.553 * r[..., 1] + 24.966 * r[..., 2]) / 255)
+        if crop:
+            x, r = x[crop:-crop, crop:-crop], r[crop:-crop, crop:-crop]
+        s = structural_similarity(x, r, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    else:
+        s = structural_similarity(x, r, data_range=255, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, channel_axis=2)
+    return peak_signal_noise_ratio(r, x, data_range=255), s
+
+
+def test_style_tables_match_skimage_and_baselines(tmp_path):
+    test = _photos(tmp_path / "test")
+    style = _photos(tmp_path / "style", n=2, side=64)  # unpaired "target style" set for A/C
+    sur = tmp_path / "blur.pt"
+    torch.jit.script(Blur()).save(str(sur))
+    with _server(tmp_path, "classical:stylize?sigma_s=20&sigma_r=0.3") as srv:
+        m = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=test, gt_dir=style,
+                           run_dir=tmp_path / "run", n_boot=200, progress=False)
+        # a rerun reuses the saved victim answers (no new paid query) and gives the same numbers
+        m2 = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=test, gt_dir=style,
+                            run_dir=tmp_path / "run", n_boot=200, progress=False)
+    t = m["sets"]["test"]
+    assert t["n"] == 3 and not t["paired_gt"]
+    assert set(t["tables"]) == {"A", "B", "C"}
+    # unpaired style GT: A and C hold only distribution metrics
+    assert set(t["tables"]["A"]["metrics"]) == {"swd"} and t["tables"]["A"]["metrics"]["swd"]["value"] > 0
+    out = tmp_path / "run" / "outputs" / "test"
+    stems = sorted(p.stem for p in I.list_images(test))
+    per = [_skimage_psnr_ssim(out / "surrogate" / f"{s}.png", out / "victim" / f"{s}.png") for s in stems]
+    b = t["tables"]["B"]["metrics"]
+    assert b["psnr_rgb"]["mean"] == pytest.approx(np.mean([p for p, _ in per]), abs=1e-4)
+    assert b["ssim_rgb"]["mean"] == pytest.approx(np.mean([s for _, s in per]), abs=1e-4)
+    lo, hi = b["psnr_rgb"]["ci95"]
+    assert lo <= b["psnr_rgb"]["mean"] <= hi
+    # the identity baseline is the input vs the victim's answer
+    ident = [_skimage_psnr_ssim(out / "input" / f"{s}.png", out / "victim" / f"{s}.png")[0] for s in stems]
+    assert t["baselines"]["identity_vs_victim"]["psnr_rgb"]["mean"] == pytest.approx(np.mean(ident), abs=1e-4)
+    # victim answers through the API equal the victim in process (8-bit round trip is lossless)
+    v = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
+    x = I.load_image(out / "input" / "astronaut.png")
+    assert torch.equal(I.to_uint8(v(x.unsqueeze(0))[0]), I.to_uint8(I.load_image(out / "victim" / "astronaut.png")))
+    assert m2["sets"]["test"]["tables"]["B"] == t["tables"]["B"]
+    md = (tmp_path / "run" / "tables.md").read_text()
+    assert "surrogate vs victim" in md and f"{b['psnr_rgb']['mean']:.2f}" in md
+
+
+def test_sr_tables_y_channel_with_crop(tmp_path):
+    hr = _photos(tmp_path / "HR", n=2, side=64)
+    lr = tmp_path / "LR_x4"
+    lr.mkdir()
+    for p in I.list_images(hr):
+        I.save_image(I.downscale_bicubic(I.load_image(p), 4), lr / p.name)
+    sur = tmp_path / "up.pt"
+    torch.jit.script(Upscale()).save(str(sur))
+    with _server(tmp_path, "classical:bicubic_x4") as srv:
+        m = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=tmp_path, run_dir=tmp_path / "run",
+                           n_boot=200, progress=False)
+    t = m["sets"]["test"]
+    assert m["task"] == "sr" and m["scale"] == 4 and t["paired_gt"]
+    out = tmp_path / "run" / "outputs" / "test"
+    for table, (pred, ref) in {"A": ("victim", "gt"), "B": ("surrogate", "victim"), "C": ("surrogate", "gt")}.items():
+        vals = [_skimage_psnr_ssim(out / pred / f"{s}.png", out / ref / f"{s}.png", y=True, crop=4) for s in ("astronaut", "coffee")]
+        got = t["tables"][table]["metrics"]
+        assert got["psnr_y"]["mean"] == pytest.approx(np.mean([p for p, _ in vals]), abs=1e-4), table
+        assert got["ssim_y"]["mean"] == pytest.approx(np.mean([s for _, s in vals]), abs=1e-4), table
+    # bicubic (the victim) beats nearest-neighbour (the surrogate) against the ground truth
+    assert t["tables"]["A"]["metrics"]["psnr_y"]["mean"] > t["tables"]["C"]["metrics"]["psnr_y"]["mean"]
+    # the identity baseline for SR is bicubic upscaling: here it *is* the victim, so it is perfect
+    assert t["baselines"]["identity_vs_victim"]["psnr_y"]["mean"] > 60
+
+
+def test_make_set_errors(tmp_path):
+    from copymark.errors import DataError
+
+    with pytest.raises(DataError, match="not found"):
+        make_set("test", tmp_path / "nope", None, "style", 1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        make_set("test", tmp_path / "empty", None, "style", 1)
+    lr = _photos(tmp_path / "lr", n=2, side=16)
+    gt = _photos(tmp_path / "gt", n=1, side=64)
+    with pytest.raises(DataError, match="no ground truth with the same stem"):
+        make_set("test", lr, gt, "sr", 4)
+
+
+def test_summary_matches_numpy():
+    vals = [20.0, 22.5, 19.0, 25.0]
+    s = summary(vals, n_boot=500, seed=1)
+    assert s["mean"] == pytest.approx(np.mean(vals)) and s["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert s["n"] == 4 and s["ci95"][0] < s["mean"] < s["ci95"][1]
+
+
+def test_evaluate_cli_bad_inputs(tmp_path, capsys):
+    # unreachable server: a clear error, exit 2, no traceback
+    (tmp_path / "t").mkdir()
+    code = main(["evaluate", "--victim-url", "http://127.0.0.1:9", "--api-key", KEY, "--surrogate",
+                 str(tmp_path / "missing"), "--test", str(tmp_path / "t"), "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
