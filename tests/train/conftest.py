@@ -99,3 +99,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def helpers():
+    """The module-level helpers (crops, target_of, write_paired) for tests."""
+    import types
+
+    return types.SimpleNamespace(crops=crops, target_of=target_of, write_paired=write_paired)

@@ -54,10 +54,15 @@ NETS = "nets"
 # nested state <-> (JSON, tensors)
 
 
-def encode_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "s") -> Any:
-    """Turn a nested structure into JSON-able data; tensors go into ``tensors`` under unique keys."""
+def encode_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
+    """Turn a nested structure into JSON-able data; tensors go into ``tensors`` keyed by their
+    path in the structure (e.g. ``optimizers/G/state/3/exp_avg``)."""
     if isinstance(obj, torch.Tensor):
-        key = f"{prefix}#{len(tensors)}"
+        key = prefix or "tensor"
+        n = 1
+        while key in tensors:  # e.g. dict keys 1 and "1" side by side
+            n += 1
+            key = f"{prefix}#{n}"
         tensors[key] = obj.detach().cpu().contiguous().clone()
         return {"__tensor__": key}
     if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
@@ -67,13 +72,18 @@ def encode_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "s") 
             return obj
         return {"__float__": repr(obj)}
     if isinstance(obj, tuple):
-        return {"__tuple__": [encode_state(v, tensors, prefix) for v in obj]}
+        return {"__tuple__": [encode_state(v, tensors, f"{prefix}/{i}") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [encode_state(v, tensors, prefix) for v in obj]
+        return [encode_state(v, tensors, f"{prefix}/{i}") for i, v in enumerate(obj)]
     if isinstance(obj, Mapping):
         if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") for k in obj):
-            return {k: encode_state(v, tensors, prefix) for k, v in obj.items()}
-        return {"__items__": [[encode_state(k, tensors, prefix), encode_state(v, tensors, prefix)] for k, v in obj.items()]}
+            return {k: encode_state(v, tensors, f"{prefix}/{k}") for k, v in obj.items()}
+        return {
+            "__items__": [
+                [encode_state(k, tensors, f"{prefix}/key{i}"), encode_state(v, tensors, f"{prefix}/{k}")]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     # numpy scalars / arrays (numpy RNG state)
     try:
         import numpy as np
