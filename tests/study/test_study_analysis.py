@@ -70,8 +70,16 @@ def test_cli_simulate_then_analyze(tmp_path, capsys):
     assert main(["study", "analyze", str(csv), "--out", str(out_dir)]) == 0
     text = capsys.readouterr().out
     assert "Verdict: equivalent" in text and "p_low=" in text and "p_high=" in text and "90% CI" in text
-    for name in ("analysis.md", "analysis.html", "analysis.json", "per_image.csv", "scores.png", "per_image.png"):
-        assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 100
+    for name in ("analysis.md", "analysis.html", "analysis.json", "per_image.csv", "scores.png", "per_image.png",
+                 "config.json", "env.json", "metrics.json", "log.txt"):
+        assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 100, name
+    import json
+
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["tost"]["equivalent"] is True and metrics["victim"]["n"] == 1250
+    assert json.loads((out_dir / "config.json").read_text())["bound_d"] == 0.3
+    # the same --out again is refused (a run is never overwritten)
+    assert main(["study", "analyze", str(csv), "--out", str(out_dir)]) == 2
     md = (out_dir / "analysis.md").read_text()
     assert "**equivalent**" in md and "participants" in md and "| input000 |" in md
     assert (out_dir / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,11 +87,11 @@ def test_cli_simulate_then_analyze(tmp_path, capsys):
     assert "<strong>equivalent</strong>" in html and 'src="scores.png"' in html
 
     csv8 = tmp_path / "sim8.csv"
-    assert main(["study", "simulate", "--participants", "125", "--effect", "0.8", "--out", str(csv8)]) == 0
+    assert main(["study", "simulate", "--participants", "40", "--effect", "0.8", "--out", str(csv8)]) == 0
     capsys.readouterr()
     assert main(["study", "analyze", str(csv8)]) == 0
     assert "Verdict: not equivalent" in capsys.readouterr().out
-    assert (tmp_path / "sim8-analysis" / "analysis.md").is_file()
+    assert len(list((tmp_path / "sim8-analysis").glob("analyze-*/analysis.md"))) == 1
 
 
 def test_cli_export_and_analyze_a_study(study_dir, tmp_path, capsys):
@@ -109,7 +117,7 @@ def test_cli_export_and_analyze_a_study(study_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["study", "analyze", str(study_dir)]) == 0
     assert "Verdict:" in capsys.readouterr().out
-    assert (study_dir / "analysis" / "analysis.html").is_file()
+    assert len(list((study_dir / "analysis").glob("analyze-*/analysis.html"))) == 1
 
 
 def test_cli_create(image_folders, tmp_path, capsys):

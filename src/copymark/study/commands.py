@@ -100,7 +100,8 @@ def simulate(
 @study_app.command("analyze")
 def analyze(
     source: Path = typer.Argument(..., help="study folder or ratings CSV"),
-    out: Path | None = typer.Option(None, "--out", help="report folder (default: STUDY/analysis or CSV-analysis)"),
+    out: Path | None = typer.Option(None, "--out", help="new report/run folder (default: "
+                                    "STUDY/analysis/analyze-TIME or CSV-analysis/analyze-TIME)"),
     bound_d: float = typer.Option(0.3, "--bound-d", help="equivalence bounds +/- this Cohen's d"),
     alpha: float = typer.Option(0.05, "--alpha"),
     power: float = typer.Option(0.8, "--power", help="target power for the sample-size analysis"),
@@ -108,15 +109,34 @@ def analyze(
     drop_inattentive: bool = typer.Option(False, "--drop-inattentive", help="drop participants who failed a check"),
     complete_only: bool = typer.Option(False, "--complete-only", help="only participants who finished"),
 ) -> None:
-    """Welch t test, TOST equivalence (Cohen's d bounds), power, per-image table, plots; Markdown + HTML."""
+    """Welch t test, TOST equivalence (Cohen's d bounds), power, per-image table, plots; Markdown + HTML.
+
+    Writes a run folder (config.json, env.json, metrics.json, log.txt) holding the report files.
+    """
+    from copymark.runs import create_run, new_run_dir
     from copymark.study.analysis import analyze_ratings, load_ratings, write_report
 
-    if out is None:
-        out = source / "analysis" if source.is_dir() else source.with_name(source.stem + "-analysis")
+    settings = {"source": str(source), "bound_d": bound_d, "alpha": alpha, "power": power,
+                "usevar": "pooled" if equal_var else "unequal", "drop_inattentive": drop_inattentive,
+                "complete_only": complete_only}
     an = analyze_ratings(load_ratings(source), bound_d=bound_d, alpha=alpha, power=power,
                          usevar="pooled" if equal_var else "unequal", drop_inattentive=drop_inattentive,
                          complete_only=complete_only)
+    if out is None:
+        base = source / "analysis" if source.is_dir() else source.with_name(source.stem + "-analysis")
+        out = new_run_dir(base, "analyze")
+    run = create_run(out, {"kind": "study-analyze", **settings})
     paths = write_report(an, out)
+    t = an.tost
+    run.update_metrics({
+        "victim": {"n": an.groups["victim"].n, "mean": an.groups["victim"].mean, "sd": an.groups["victim"].sd},
+        "surrogate": {"n": an.groups["surrogate"].n, "mean": an.groups["surrogate"].mean,
+                      "sd": an.groups["surrogate"].sd},
+        "welch": {"t": an.welch.t, "df": an.welch.df, "p": an.welch.p},
+        "tost": {"p_low": t.p_low, "p_high": t.p_high, "p": t.p, "ci": list(t.ci), "low": t.low, "high": t.high,
+                 "equivalent": t.equivalent},
+        "participants_needed": an.power.participants_needed})
+    run.log("%s", an.verdict)
     for g in an.groups.values():
         typer.echo(f"{g.model:9s} n={g.n:5d} mean={g.mean:.3f} sd={g.sd:.3f} participants={g.participants}")
     t = an.tost
