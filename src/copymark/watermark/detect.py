@@ -116,3 +116,80 @@ def load_steganalyzer(
     load_strict(model, state, str(folder))
     model.to(map_location).eval()
     return model, config, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring folders (``copymark stego detect``)
+
+
+def _score_folder(model: torch.nn.Module, folder: str | Path, what: str, batch_size: int = 64) -> list[tuple[str, float]]:
+    """``(relative path, score)`` for every image of ``folder`` (recursive), each at its stored size."""
+    from copymark.data.folders import image_files
+    from copymark.images import load_image
+
+    root = Path(folder)
+    files = image_files(root, what, recursive=True)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    imgs = [load_image(f) for f in files]
+    for i, x in enumerate(imgs):
+        by_shape.setdefault(tuple(x.shape), []).append(i)
+    scores = [0.0] * len(files)
+    for idx in by_shape.values():
+        s = score_images(model, torch.stack([imgs[i] for i in idx]), batch_size)
+        for i, v in zip(idx, s.tolist(), strict=True):
+            scores[i] = float(v)
+    return [(f.relative_to(root).as_posix(), s) for f, s in zip(files, scores, strict=True)]
+
+
+def detect_folders(
+    model_dir: str | Path,
+    input: str | Path | None = None,
+    covers: str | Path | None = None,
+    stegos: str | Path | None = None,
+    threshold: float = 0.5,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Score the images of ``input`` (unlabelled), ``covers`` (label 0) and ``stegos`` (label 1).
+
+    Returns a summary: images scored, the fraction flagged at ``threshold`` per folder, and,
+    when both covers and stegos are given, ROC AUC, detection rate, false-alarm rate and
+    accuracy. ``out`` (``.csv`` or ``.json``) receives one row per image:
+    ``set, file, score, flagged[, label]``.
+    """
+    import csv
+
+    from copymark.checkpoints import atomic_write_bytes, atomic_write_json
+
+    model, config, _ = load_steganalyzer(model_dir, map_location=device)
+    rows: list[dict[str, Any]] = []
+    for name, folder, label in (("input", input, None), ("covers", covers, 0), ("stegos", stegos, 1)):
+        if folder is None:
+            continue
+        for f, s in _score_folder(model, folder, f"{name} folder"):
+            rows.append({"set": name, "file": f, "score": s, "flagged": s >= threshold, "label": label})
+    summary: dict[str, Any] = {"model": config.kind, "checkpoint": str(model_dir), "threshold": float(threshold), "images": len(rows)}
+    for name in ("input", "covers", "stegos"):
+        sel = [r for r in rows if r["set"] == name]
+        if sel:
+            summary[f"{name}_flagged_rate"] = float(np.mean([r["flagged"] for r in sel]))
+    labelled = [r for r in rows if r["label"] is not None]
+    if labelled and {r["label"] for r in labelled} == {0, 1}:
+        s, y = [r["score"] for r in labelled], [r["label"] for r in labelled]
+        summary["roc_auc"] = roc_auc(s, y)
+        summary.update(rates_at(s, y, threshold))
+    if out is not None:
+        p = Path(out)
+        if p.suffix.lower() == ".json":
+            atomic_write_json(p, {"summary": summary, "scores": rows})
+        else:
+            import io
+
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=["set", "file", "score", "flagged", "label"])
+            w.writeheader()
+            for r in rows:
+                w.writerow({**r, "label": "" if r["label"] is None else r["label"]})
+            atomic_write_bytes(p, buf.getvalue().encode())
+        summary["scores_file"] = str(p)
+    return summary

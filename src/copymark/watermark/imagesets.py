@@ -5,7 +5,8 @@ decoded once into one ``uint8`` tensor ``N x 3 x S x S`` (a quarter of the float
 turned into float batches on demand. Folders are read with :class:`copymark.data.folders.ImageFolder`
 (decoding by content, grayscale files become RGB, clear :class:`~copymark.errors.DataError` s
 for missing/empty folders); images of another size are brought to ``size`` by ``resize``
-(bicubic, antialiased) or ``center_crop``.
+(bicubic, antialiased) or ``center_crop``, or refused (``error``: a DataError naming the file;
+stego images must never be resized, which would wash out the embedding).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from copymark.errors import DataError
 from copymark.images import from_uint8, save_image, to_uint8
 from copymark.watermark.codecs import MAX_SIZE, MIN_SIZE, SIZE_STEP
 
-SizePolicy = Literal["resize", "center_crop"]
+SizePolicy = Literal["resize", "center_crop", "error"]
 
 
 @dataclass
