@@ -91,6 +91,7 @@ class LoopConfig(StrictModel):
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = Field(True, description="NHWC memory format for nets and batches (CUDA only)")
     compile: bool = Field(False, description="torch.compile the nets (CUDA)")
+    cudnn_benchmark: bool = Field(True, description="cuDNN autotuning on CUDA (fixed input sizes)")
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(0, ge=0, description="0: only at the end")
@@ -461,7 +462,37 @@ def _write_samples(run: Run, proc: Procedure, batch: Any, it: int) -> Path | Non
     return save_image(_grid([r.detach() for r in rows]), run.path / SAMPLES_DIR / f"iter-{it:08d}.png")
 
 
-def _wrap_nets(proc: Procedure, cfg: LoopConfig, d: Dist, device: torch.device) -> None:
+def place_procedure(proc: Procedure, cfg: LoopConfig, device: torch.device) -> bool:
+    """Move nets (and any optimiser state) to ``device``, NHWC on CUDA when asked, train mode;
+    enable cuDNN autotuning on CUDA. Returns whether batches should be channels_last too."""
+    cuda = device.type == "cuda"
+    channels_last = cfg.channels_last and cuda
+    if cuda and cfg.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    for net in proc.nets.values():
+        net.to(device)
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        net.train()
+    for o in proc.optimizers.values():
+        for st in o.state.values():
+            for k, v in list(st.items()):
+                if isinstance(v, torch.Tensor) and k != "step":
+                    st[k] = v.to(device)
+    return channels_last
+
+
+def train_step(proc: Procedure, batch: Any, ctx: StepContext) -> Mapping[str, torch.Tensor | float]:
+    """One iteration as the loop runs it: the procedure's step, the scaler update, the schedulers."""
+    raw = proc.step(batch, ctx)
+    ctx.scaler.update()
+    for s in proc.schedulers.values():
+        s.step()
+    return raw
+
+
+def wrap_nets(proc: Procedure, cfg: LoopConfig, d: Dist, device: torch.device) -> None:
+    """Give the procedure DDP (under torchrun) and/or ``torch.compile`` wrappers to call."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     proc.run_nets = {}
@@ -493,18 +524,7 @@ def train_loop(
     cuda = device.type == "cuda"
     if cfg.amp == "fp16" and not cuda:
         raise ConfigError("--amp fp16 needs CUDA", hint="use --amp bf16 on CPU, or --amp off")
-    channels_last = cfg.channels_last and cuda
-    for net in proc.nets.values():
-        net.to(device)
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
-        net.train()
-    # optimizer state created before .to() would sit on the wrong device; the loop moves it
-    for o in proc.optimizers.values():
-        for st in o.state.values():
-            for k, v in list(st.items()):
-                if isinstance(v, torch.Tensor) and k != "step":
-                    st[k] = v.to(device)
+    channels_last = place_procedure(proc, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     writer = run if d.main else None
     start = 0
@@ -517,7 +537,7 @@ def train_loop(
             writer.log("resuming %s at iteration %d", proc.kind, start)
     elif writer is not None:
         writer.log("training %s for %d iterations on %s (amp %s, world %d)", proc.kind, cfg.iters, device, cfg.amp, d.world)
-    _wrap_nets(proc, cfg, d, device)
+    wrap_nets(proc, cfg, d, device)
     sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, d.rank, d.world)  # type: ignore[arg-type]
     ctx = StepContext(device, cfg.amp, scaler, d.world, d.rank)
     sample_batch = None
@@ -547,10 +567,7 @@ def train_loop(
             for it in range(start + 1, cfg.iters + 1):
                 ctx.iteration = it
                 batch = to_device(next(data), device, channels_last)
-                raw = proc.step(batch, ctx)
-                scaler.update()
-                for s in proc.schedulers.values():
-                    s.step()
+                raw = train_step(proc, batch, ctx)
                 last = _reduce_losses(raw, d, device)
                 bad = {k: v for k, v in last.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
                 if bad:
@@ -595,16 +612,15 @@ def train_loop(
 
 
 def _reduce_losses(raw: Mapping[str, torch.Tensor | float], d: Dist, device: torch.device) -> dict[str, float]:
+    """Losses as floats (one device->host copy for all of them), averaged over ranks under DDP."""
     keys = list(raw)
-    vals = torch.tensor(
-        [float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v) for v in raw.values()],
-        dtype=torch.float64,
-    )
+    vals = torch.stack(
+        [v.detach().float().reshape(()) if isinstance(v, torch.Tensor) else torch.tensor(float(v), device=device) for v in raw.values()]
+    ).to(device=device, dtype=torch.float64) if keys else torch.zeros(0, dtype=torch.float64)
     if d.world > 1:
-        t = vals.to(device if device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        vals = t.cpu() / d.world
-    return {k: float(v) for k, v in zip(keys, vals.tolist(), strict=True)}
+        dist.all_reduce(vals)
+        vals = vals / d.world
+    return {k: float(v) for k, v in zip(keys, vals.cpu().tolist(), strict=True)}
 
 
 def _diverged(writer: Run | None, proc: Procedure, it: int, bad: dict[str, float], cfg: LoopConfig, checkpoint: Path | None) -> None:
