@@ -25,7 +25,7 @@ FID is biased for small sets: report KID (with its std) and the number of images
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,11 +96,14 @@ def frechet_distance(
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ImageError(f"FID: feature sizes differ ({mu1.shape} vs {mu2.shape})")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        # product (nearly) singular: regularise both covariances, as pytorch-fid does
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():
+        # a singular product (fewer images than feature dimensions) makes scipy warn; the
+        # result is still usable, and a non-finite one is handled below as pytorch-fid does
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.all(np.isfinite(covmean)):
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             m = float(np.max(np.abs(covmean.imag)))

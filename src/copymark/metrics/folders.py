@@ -102,11 +102,12 @@ def iter_pair_batches(pairs: list[ImagePair], batch_size: int) -> Iterator[tuple
 
 
 def _same_size_groups(stems: list[str], preds: list[torch.Tensor], refs: list[torch.Tensor]):
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(preds):
-        groups.setdefault(tuple(t.shape), []).append(i)
-    for idx in groups.values():
-        yield [stems[i] for i in idx], torch.stack([preds[i] for i in idx]), torch.stack([refs[i] for i in idx])
+    """Consecutive runs of same-sized pairs, stacked (keeps the pairs in file order)."""
+    start = 0
+    for i in range(1, len(preds) + 1):
+        if i == len(preds) or preds[i].shape != preds[start].shape:
+            yield stems[start:i], torch.stack(preds[start:i]), torch.stack(refs[start:i])
+            start = i
 
 
 @dataclass
