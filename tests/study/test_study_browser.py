@@ -58,7 +58,7 @@ def server(study_dir):
 
 
 def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     exe = chromium_path_or_skip()
     chosen: list[tuple[str, int]] = []
@@ -69,10 +69,12 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
             page = ctx.new_page()
             page.goto(server + "/")
             page.get_by_label("I have read the information above and agree to take part.").check()
-            page.get_by_role("button", name="Continue").click()
+            with page.expect_navigation():
+                page.get_by_role("button", name="Continue").click()
             assert page.url.endswith("/instructions")
             assert page.locator("img[alt^='Example']").count() == 2
-            page.get_by_role("link", name="Start").click()
+            with page.expect_navigation():
+                page.get_by_role("link", name="Start").click()
 
             # submitting without a choice is blocked by the browser (required radio), nothing stored
             page.get_by_role("button", name="Next").click()
@@ -81,7 +83,7 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
             step = 0
             while page.url.endswith("/rate"):
                 step += 1
-                assert page.get_by_text(f"Image {step} of 7").is_visible()
+                expect(page.get_by_text(f"Image {step} of 7")).to_be_visible()
                 item_id = page.locator("input[name=item_id]").get_attribute("value")
                 notice = page.locator("#attention-instruction")
                 if notice.count():
@@ -95,7 +97,8 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
                 if step == 2:
                     page.screenshot(path=str(artifacts_dir / "study_rate_mobile.png"), full_page=True)
                 chosen.append((item_id, score))
-                page.get_by_role("button", name=re.compile("^(Next|Finish)$")).click()
+                with page.expect_navigation():  # wait for the POST-redirect-GET to finish
+                    page.get_by_role("button", name=re.compile("^(Next|Finish)$")).click()
                 if step == 3:
                     # the Back button cannot resubmit an answered page: pages are POST-redirect-GET and
                     # not cached, so going back shows the current (next) image, never the answered one
