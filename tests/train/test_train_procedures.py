@@ -49,6 +49,11 @@ def test_procedure_trains_and_exports(kind, tmp_path, paired_dir, unpaired_dir, 
         assert m.fixed_size == (32, 32)
     assert y.shape == (1, 3, 37 * scale, 45 * scale)
     assert torch.equal(y, m(x))  # deterministic
+    # a training checkpoint and the net folder inside it load the same net
+    ckpt = run_dir / "checkpoints" / "iter-00000003"
+    export = json.loads((ckpt / "meta.json").read_text())["export"]
+    for p in (ckpt, ckpt / "nets" / export):
+        assert torch.equal(load_translation_model(p)(x), y)
 
 
 def test_srgan_perceptual_needs_weights(sr_dir, tmp_path):
@@ -104,8 +109,14 @@ def test_bad_data_is_a_clear_error(tmp_path, paired_dir, photos):
     save_image(photos["coffee"][:, :40, :50], paired_dir / "B" / "odd.png")
     with pytest.raises(DataError, match=r"odd.png \(40x50\)"):
         api.train(_cfg("pix2pix", paired_dir), tmp_path / "r3")
-    cfg = api.make_train_config("pix2pix", paired_dir, TINY["pix2pix"], size=32, resize_policy="resize", iters=1, batch_size=17, progress=False)
-    res = api.train(cfg, tmp_path / "r4")  # all 17 pairs, one batch: the odd one was resized
+    # grayscale (and palette) files are converted to RGB on load, by the image convention
+    from PIL import Image
+
+    gray = (photos["chelsea"][0, :32, :32] * 255).to(torch.uint8).numpy()
+    Image.fromarray(gray, mode="L").save(paired_dir / "A" / "gray.png")
+    Image.fromarray(gray, mode="L").convert("P").save(paired_dir / "B" / "gray.png")
+    cfg = api.make_train_config("pix2pix", paired_dir, TINY["pix2pix"], size=32, resize_policy="resize", iters=1, batch_size=18, progress=False)
+    res = api.train(cfg, tmp_path / "r4")  # all 18 pairs in one batch: the odd one resized, the gray one RGB
     assert res.iterations == 1
     # a size that is not a multiple of the generator's stride
     with pytest.raises(ConfigError, match="multiple of the generator's stride"):
@@ -113,3 +124,10 @@ def test_bad_data_is_a_clear_error(tmp_path, paired_dir, photos):
     # a typo in the net config
     with pytest.raises(ConfigError, match="unknown key"):
         api.make_train_config("pix2pix", paired_dir, {"generator": {"ngff": 8}})
+
+
+def test_bf16_autocast_path_on_cpu(paired_dir, tmp_path):
+    res = api.train(_cfg("pix2pix", paired_dir, loop={"iters": 2, "amp": "bf16"}), tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(v)) for v in res.last_losses.values())
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        api.train(_cfg("pix2pix", paired_dir, loop={"iters": 1, "amp": "fp16"}), tmp_path / "run2")
