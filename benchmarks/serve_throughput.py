@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads in server and direct runs (0: default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in the server and in the direct run (same for both; 0: torch's default). "
+                         "1 by default: on a shared, oversubscribed CPU, OpenMP spin-waiting makes 2+ threads erratic")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     cmd = [sys.executable, "-m", "copymark.cli", "serve", "--victim", spec, "--keys", str(tmp / "keys.json"),
            "--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
            "--queue-size", str(max(64, 2 * max(levels))), "--max-pixels", str(args.size * args.size),
-           "--device", args.device, "--log-level", "warning"]
+           "--device", args.device, "--log-level", "warning", "--threads", str(args.threads)]
     url = f"http://127.0.0.1:{port}"
     result: dict = {"victim": args.victim, "size": args.size, "requests": args.requests, "device": args.device,
                     "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "torch_threads": torch.get_num_threads(),

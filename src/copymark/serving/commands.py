@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         inference_timeout_s: float = typer.Option(60.0, "--inference-timeout"),
         request_log: Path | None = typer.Option(None, "--request-log", help="JSON-lines audit log of requests"),
         log_level: str = typer.Option("info", "--log-level"),
+        threads: int = typer.Option(0, "--threads", help="torch intra-op threads (0: torch's default)"),
     ) -> None:
         """Serve a victim model behind the budgeted, rate-limited inference API."""
         from copymark.config import parse_config
@@ -41,6 +42,14 @@ def register(app: typer.Typer) -> None:
             "max_batch": max_batch, "max_wait_ms": max_wait_ms, "queue_size": queue_size,
             "inference_timeout_s": inference_timeout_s, "request_log": request_log,
         }, where="serve options")
+        if threads < 0:
+            from copymark.errors import ConfigError
+
+            raise ConfigError(f"--threads must be >= 0, got {threads}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         v = load_victim(victim, device)
         app_ = create_app(v, settings)
         typer.echo(f"serving victim {v.id} (task {v.task}, scale {v.scale}) on http://{host}:{port}", err=True)
