@@ -131,3 +131,4 @@ def test_bf16_autocast_path_on_cpu(paired_dir, tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in res.last_losses.values())
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         api.train(_cfg("pix2pix", paired_dir, loop={"iters": 1, "amp": "fp16"}), tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()  # refused before a run folder was made

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from copymark.config import StrictModel, format_validation_error
 from copymark.errors import ConfigError, DataError
 from copymark.train.cyclegan import CycleGAN, CycleGANConfig
-from copymark.train.loop import LoopConfig, Procedure, TrainResult, seed_everything, setup_distributed, train_loop
+from copymark.train.loop import LoopConfig, Procedure, TrainResult, resolve_device, seed_everything, setup_distributed, train_loop
 from copymark.train.pix2pix import Pix2Pix, Pix2PixConfig
 from copymark.train.sr import SRGANProcedure, SRGANTrainConfig, SRResNetProcedure, SRResNetTrainConfig
 from copymark.train.ugatit import UGATIT, UGATITConfig
@@ -233,11 +233,19 @@ def make_train_config(
     return TrainConfig(procedure=proc, loop=loop_cfg, data=data)
 
 
+def check_device(loop: LoopConfig, d: Any) -> None:
+    """Device/AMP problems are errors before anything is written."""
+    device = resolve_device(loop.device, d)
+    if loop.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("--amp fp16 needs CUDA", hint="use --amp bf16 on CPU, or --amp off")
+
+
 def train(config: TrainConfig, run_dir: str | Path) -> TrainResult:
     """Start a new run in ``run_dir`` and train it to the end."""
     from copymark.runs import create_run
 
     d = setup_distributed(config.loop.device)
+    check_device(config.loop, d)
     dataset = build_dataset(config.procedure.kind, config.data, config.procedure, config.loop.seed)
     run = create_run(run_dir, config.model_dump(), device=config.loop.device, seed=config.loop.seed) if d.main else None
     seed_everything(config.loop.seed + d.rank)
@@ -269,6 +277,7 @@ def resume(run_dir: str | Path, device: str | None = None, progress: bool | None
             f"--iters {iters} differs from the run's {config.loop.iters}; the LR schedule depends on it",
             hint="resume without --iters (a longer run is a new run started from this one's weights)",
         )
+    check_device(config.loop, d)
     dataset = build_dataset(config.procedure.kind, config.data, config.procedure, config.loop.seed)
     run = open_run(p) if d.main else None
     proc = build_procedure(config.procedure, config.loop.iters)

@@ -34,6 +34,10 @@ copymark datasets draw augmentations from generators seeded by (seed, epoch, ind
 fresh DataLoader with a seeded generator is made per epoch, so nothing touches the global
 RNG and ``num_workers`` does not change the data.
 
+Entry points: :func:`train_loop` (everything above); for custom harnesses (the speed
+benchmark) the same pieces one by one: :func:`place_procedure` (device, ``channels_last``,
+cuDNN autotuning), :func:`wrap_nets` (DDP / compile), :class:`StepContext`, :func:`train_step`.
+
 Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the loop initialises the process
 group from the environment (NCCL on CUDA, gloo on CPU), shards each epoch's permutation like
 ``DistributedSampler`` (padded to a multiple of the world size, rank ``r`` takes ``r::world``),
