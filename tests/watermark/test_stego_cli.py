@@ -136,3 +136,18 @@ def test_codec_checkpoint_of_other_kind_via_cli(data, tmp_path, capsys):
     assert main(["stego", "report", "--codec", str(tmp_path / "x"), "--covers", str(data["covers"]), "--secrets", str(data["secrets"]),
                  "--run-dir", str(tmp_path / "r"), "--size", "32"]) == 2  # fmt: skip
     assert "not a steganography codec" in capsys.readouterr().err
+
+
+def test_blow_up_stops_and_keeps_last_good_checkpoint(data, tmp_path, capsys):
+    run = tmp_path / "div"
+    args = ["stego", "train", "--run-dir", str(run), "--no-progress", "--codec", "en2d", "--covers", str(data["covers"]),
+            "--secrets", str(data["secrets"]), "--size", "32", "--iters", "6", "--batch-size", "4", "--holdout", "4",
+            "--lr", "1e5", "--save-every", "1", "--net-config", '{"width": 4}']  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "diverged at iteration" in err and "last good checkpoint" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    bad_it = metrics["diverged"]["iteration"]
+    latest = (run / "checkpoints" / "LATEST").read_text().strip()
+    assert latest == f"iter-{bad_it - 1:08d}"  # nothing saved after the bad step
+    assert not (run / "codec").exists()  # no codec exported from a diverged run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,24 @@ def test_resume_continues_exactly(folders, tmp_path):
     resume_codec(part, progress=False)
     a, b = _weights(full), _weights(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_new_lr(folders, tmp_path):
+    """``lr`` on resume replaces the checkpointed optimiser lr: with lr 0 the weights stay at the checkpoint's."""
+    from copymark.checkpoints import load_checkpoint
+
+    run = tmp_path / "run"
+    train_codec(_codec_cfg(folders, "gglnet", 6, save_every=3), run)
+    ck = run / "checkpoints"
+    at3, _ = load_checkpoint(ck / "iter-00000003" / "nets" / "codec")
+    shutil.rmtree(ck / "iter-00000006")
+    (ck / "LATEST").write_text("iter-00000003\n")
+    out = resume_codec(run, progress=False, lr=0.0)
+    assert out["iterations"] == 6
+    final = _weights(run)
+    assert all(torch.equal(final[k], at3[k]) for k in at3)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["lr_changes"] == [{"iteration": 3, "lr": 0.0}]
 
 
 def test_pairs_datasets_are_seeded():

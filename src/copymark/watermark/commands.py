@@ -78,7 +78,7 @@ def train_cmd(
     size: int = typer.Option(64, "--size", help="image size in px (multiple of 8, 32..256)"),
     iters: int = typer.Option(1000, "--iters", help="optimisation steps"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the study's (En2D 30, GglNet 20)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="default: the study's (En2D 1e-3, GglNet 1e-4)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="default: the study's (En2D 1e-3, GglNet 1e-4); with --resume: a new lr from the checkpoint on"),
     beta: Optional[float] = typer.Option(None, "--beta", help="weight of the revealed-secret MSE (default En2D 1.0, GglNet 0.75)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
     amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)"),
@@ -96,7 +96,7 @@ def train_cmd(
     from copymark.watermark.training import StegoDataConfig, StegoRunConfig, resume_codec, train_codec
 
     if resume:
-        out = resume_codec(run_dir, device=device, progress=progress)
+        out = resume_codec(run_dir, device=device, progress=progress, lr=lr)
     else:
         kind = _need(codec, "--codec", "en2d or gglnet")
         if kind not in STUDY_DEFAULTS:

@@ -131,8 +131,15 @@ def train_codec(cfg: StegoRunConfig, run_dir: str | Path) -> dict[str, Any]:
     return _finish_codec(run, proc, c_hold, s_hold, result)
 
 
-def resume_codec(run_dir: str | Path, device: str | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Continue a codec run from its latest checkpoint (exactly) and finish it."""
+def resume_codec(
+    run_dir: str | Path, device: str | None = None, progress: bool | None = None, lr: float | None = None
+) -> dict[str, Any]:
+    """Continue a codec run from its latest checkpoint (exactly) and finish it.
+
+    ``lr`` changes the learning rate from the checkpoint on (e.g. after the loop stopped a
+    diverged run): the change is logged and recorded in metrics.json under ``lr_changes``;
+    without it the resumed run equals an uninterrupted one bitwise on CPU.
+    """
     from copymark.runs import open_run, read_json
 
     p = _require_run(run_dir)
@@ -145,6 +152,14 @@ def resume_codec(run_dir: str | Path, device: str | None = None, progress: bool 
     run = open_run(p)
     seed_everything(cfg.loop.seed)
     proc = StegoProcedure(cfg.procedure)
+    if lr is not None:
+        from copymark.train import checkpointing as ck
+
+        latest = ck.latest_checkpoint(p)
+        at = ck.read_meta(latest)["iteration"] if latest is not None else 0
+        proc.lr_override = lr
+        run.log("resuming with lr %g instead of %g from iteration %s", lr, cfg.procedure.lr, at)
+        run.update_metrics({"lr_changes": run.metrics().get("lr_changes", []) + [{"iteration": at, "lr": lr}]})
     result = train_loop(proc, dataset, cfg.loop, run, resume=True)
     return _finish_codec(run, proc, c_hold, s_hold, result)
 
