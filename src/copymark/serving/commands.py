@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
         queue_size: int = typer.Option(64, "--queue-size"),
         inference_timeout_s: float = typer.Option(60.0, "--inference-timeout"),
         request_log: Path | None = typer.Option(None, "--request-log", help="JSON-lines audit log of requests"),
+        idempotency_cache: int = typer.Option(256, "--idempotency-cache",
+                                              help="answers kept per key for Idempotency-Key replays (0: off)"),
         log_level: str = typer.Option("info", "--log-level"),
         threads: int = typer.Option(0, "--threads", help="torch intra-op threads (0: torch's default)"),
     ) -> None:
@@ -41,6 +43,7 @@ def register(app: typer.Typer) -> None:
             "keys_file": keys, "usage_db": usage_db, "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
             "max_batch": max_batch, "max_wait_ms": max_wait_ms, "queue_size": queue_size,
             "inference_timeout_s": inference_timeout_s, "request_log": request_log,
+            "idempotency_cache": idempotency_cache,
         }, where="serve options")
         if threads < 0:
             from copymark.errors import ConfigError

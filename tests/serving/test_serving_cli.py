@@ -1,0 +1,83 @@
+"""`copymark serve` and `copymark extract` as commands: bad input exits 2 with a message; a
+real `copymark serve` subprocess answers and shuts down on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from servehelpers import KEY, auth, rand_png, write_keys
+
+from copymark.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_bad_inputs_exit_2(tmp_path, capsys):
+    keys = write_keys(tmp_path)
+    assert main(["serve", "--victim", "classical:nope", "--keys", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown classical victim 'nope'" in err and "classical:stylize" in err
+    assert main(["serve", "--victim", "classical:stylize", "--keys", str(tmp_path / "none.json")]) == 2
+    assert "keys file not found" in capsys.readouterr().err
+    assert main(["serve", "--victim", "classical:stylize", "--keys", str(keys), "--max-batch", "0"]) == 2
+    assert "max_batch" in capsys.readouterr().err
+
+
+def test_extract_bad_inputs_exit_2(tmp_path, capsys):
+    base = ["extract", "--api-key", KEY, "--budget", "3", "--store", str(tmp_path / "s")]
+    (tmp_path / "photos").mkdir()
+    assert main(base + ["--victim-url", "http://127.0.0.1:9", "--data", str(tmp_path / "photos"),
+                        "--strategy", "clever"]) == 2
+    assert "strategy" in capsys.readouterr().err
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    assert main(base + ["--victim-url", f"http://127.0.0.1:{port}", "--data", str(tmp_path / "photos"),
+                        "--max-retries", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "gave up after 2 attempts" in err and "ConnectError" in err
+    assert time.monotonic() - t0 < 20
+
+
+def test_copymark_serve_subprocess(tmp_path):
+    keys = write_keys(tmp_path, budget=5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "copymark.cli", "serve", "--victim", "classical:cartoon",
+                             "--keys", str(keys), "--port", str(port), "--log-level", "warning",
+                             "--request-log", str(tmp_path / "log.jsonl")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        r = httpx.post(f"{url}/v1/translate", content=rand_png(32, 32), headers=auth())
+        assert r.status_code == 200 and r.headers["x-budget-remaining"] == "4"
+        assert httpx.get(f"{url}/v1/info").json()["task"] == "style"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM (exit status -15)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert b"Traceback" not in proc.stderr.read()
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in log] == [200]
