@@ -1,0 +1,69 @@
+"""``copymark learning-curve``: table B against queries, per strategy, nested budgets, no query paid twice."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from copymark import images as I
+from copymark.errors import ConfigError
+from copymark.extraction.learning_curve import goal_check, parse_fractions, run_learning_curve
+from copymark.extraction.victims import load_victim
+from copymark.serving.app import create_app
+from copymark.serving.server import BackgroundServer
+from copymark.serving.settings import ServeSettings
+
+ATTACKER, EVALUATOR = "attacker-key-123", "evaluator-key-123"
+
+
+def test_parse_fractions():
+    assert parse_fractions("1/4, 1/8,1,1/4") == [Fraction(1, 8), Fraction(1, 4), Fraction(1)]
+    for bad in ("0", "3/2", "x", ""):
+        with pytest.raises(ConfigError):
+            parse_fractions(bad)
+
+
+def test_goal_check():
+    pts = [{"strategy": "random", "queries": 40, "value": 18.0}, {"strategy": "diverse", "queries": 10, "value": 18.2},
+           {"strategy": "diverse", "queries": 40, "value": 19.0}]
+    g = goal_check({"points": pts})
+    assert g["evaluated"] and g["reached"] and g["best_quarter"] == 18.2
+    pts[1]["value"] = 17.0
+    assert not goal_check({"points": pts})["reached"]
+
+
+def test_learning_curve_end_to_end(tmp_path):
+    from copymark.data.samples import samples
+
+    data, test = tmp_path / "attacker", tmp_path / "test"
+    for s in samples(["astronaut", "rocket", "china"], max_side=128):
+        I.save_image(s.image, data / f"{s.name}.png")
+    for s in samples(["coffee"], max_side=128):
+        I.save_image(I.center_crop(s.image, 64), test / f"{s.name}.png")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({ATTACKER: {"budget": 32, "rate_per_s": 1000, "burst": 1000},
+                                EVALUATOR: {"budget": 10, "rate_per_s": 1000, "burst": 1000}}))
+    log = tmp_path / "requests.jsonl"
+    settings = ServeSettings(keys_file=keys, request_log=log)
+    with BackgroundServer(create_app(load_victim("classical:stylize"), settings)) as srv:
+        curve = run_learning_curve(
+            victim_url=srv.url, api_key=ATTACKER, eval_api_key=EVALUATOR, data_dir=data, test_dir=test, budget=16,
+            run_dir=tmp_path / "run", strategies=["random", "diverse"], fractions=[Fraction(1, 2), Fraction(1)],
+            train_overrides={"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 1}},
+            size=32, iters=2, batch_size=2, n_boot=100, progress=False, echo=lambda *_: None,
+        )
+    pts = curve["points"]
+    assert [(p["strategy"], p["queries"]) for p in pts] == [("random", 8), ("random", 16), ("diverse", 8), ("diverse", 16)]
+    assert all(p["value"] is not None and p["identity"] is not None for p in pts)
+    saved = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
+    assert saved == json.loads(json.dumps(curve))
+    assert Image.open(tmp_path / "run" / "learning_curve.png").format == "PNG"
+    # nested budgets: 16 paid answers per strategy (not 8 + 16), and the test image asked once
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    paid = Counter(e.get("key") or e.get("key_id") or e.get("key_hash") for e in entries if e.get("status") == 200)
+    assert sum(paid.values()) == 2 * 16 + 1, paid
