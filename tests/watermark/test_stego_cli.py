@@ -151,3 +151,35 @@ def test_blow_up_stops_and_keeps_last_good_checkpoint(data, tmp_path, capsys):
     latest = (run / "checkpoints" / "LATEST").read_text().strip()
     assert latest == f"iter-{bad_it - 1:08d}"  # nothing saved after the bad step
     assert not (run / "codec").exists()  # no codec exported from a diverged run
+
+
+@pytest.mark.parametrize(
+    "model,arch",
+    [("xunet", '{"width": 2}'), ("yenet", '{"channels": 4, "deep_channels": 4, "final_channels": 4}')],
+)
+def test_detect_train_every_steganalyzer(data, tmp_path, capsys, model, arch):
+    """XuNet and YeNet train from the CLI too (SRNet: test_detect_train_and_detect)."""
+    run = tmp_path / model
+    # covers paired with themselves is enough to exercise the pipeline (AUC is tested elsewhere)
+    assert main(["stego", "detect-train", "--covers", str(data["covers"]), "--stegos", str(data["covers"]), "--model", model,
+                 "--run-dir", str(run), "--iters", "2", "--batch-size", "4", "--holdout", "4", "--no-progress",
+                 "--net-config", arch]) == 0  # fmt: skip
+    out = _last_json(capsys.readouterr().out)
+    assert out["iterations"] == 2 and (run / "detector" / "model.safetensors").is_file()
+    assert json.loads((run / "detector" / "config.json").read_text())["config"]["kind"] == model
+
+
+@pytest.mark.gpu
+def test_train_on_gpu_with_amp(data, tmp_path, capsys):
+    """GPU by configuration: --device cuda --amp bf16 trains, exports and reports."""
+    run = tmp_path / "gpu"
+    assert main(["stego", "train", "--codec", "en2d", "--covers", str(data["covers"]), "--secrets", str(data["secrets"]),
+                 "--run-dir", str(run), "--size", "32", "--iters", "20", "--batch-size", "4", "--holdout", "4",
+                 "--device", "cuda", "--amp", "bf16", "--no-progress"]) == 0  # fmt: skip
+    out = _last_json(capsys.readouterr().out)
+    assert out["quality"]["secret_psnr"]["n"] == 4
+    from copymark.watermark.codecs import load_codec
+
+    codec = load_codec(run / "codec", expected_kind="en2d", map_location="cuda")
+    c = torch.rand(2, 3, 32, 32, device="cuda")
+    assert codec.reveal(codec.hide(c, c)).device.type == "cuda"
