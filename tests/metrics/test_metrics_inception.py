@@ -123,3 +123,23 @@ def test_fid_blocks_pool_like_tensorflow():
     y = torch.randn(1, 64, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(e2(y)[:, -192:], e2.branch_pool(F.max_pool2d(y, 3, 1, 1)))
+
+
+@pytest.mark.slow
+def test_cli_fid_and_kid_with_a_weight_file(weights_file, tmp_path, capsys):
+    import json
+
+    from copymark import images
+    from copymark.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(4):
+        r = torch.rand(3, 32, 32, generator=g)
+        images.save_image(r, tmp_path / "ref" / f"{i}.png")
+        images.save_image((r * 0.5).clamp(0, 1), tmp_path / "pred" / f"{i}.png")
+    out = tmp_path / "o.json"
+    argv = ["metrics", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--fid", "--inception-weights", weights_file, "--json", str(out)]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())["metrics"]
+    assert res["fid"]["value"] > 0 and res["kid"]["n"] == 4  # --fid reports KID too
+    assert "FID" in capsys.readouterr().out

@@ -27,7 +27,9 @@ def metrics_command(
     y_channel: bool = typer.Option(False, "--y-channel", help="PSNR/SSIM on the Y of YCbCr (BT.601, MATLAB rgb2ycbcr) instead of RGB."),
     crop: int = typer.Option(0, "--crop", min=0, help="Pixels cropped from each border before PSNR/SSIM (the SR scale, e.g. 4)."),
     raw_float: bool = typer.Option(False, "--raw-float", help="PSNR/SSIM on raw float values instead of 8-bit-rounded RGB/Y (the SR default)."),
-    fid: bool = typer.Option(False, "--fid", help="Fréchet Inception distance (needs the Inception weight file)."),
+    fid: bool = typer.Option(
+        False, "--fid", help="Fréchet Inception distance (needs the Inception weight file); KID is reported with it, as FID is biased for small sets."
+    ),
     kid: bool = typer.Option(False, "--kid", help="Kernel Inception distance, mean and std over subsets (needs the Inception weight file)."),
     swd: bool = typer.Option(False, "--swd", help="Sliced Wasserstein distance on Laplacian-pyramid patches (x1e3; no pretrained net)."),
     inception_weights: Optional[Path] = typer.Option(
@@ -37,6 +39,9 @@ def metrics_command(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Image pairs loaded at a time."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID subset size (capped at the number of images)."),
     kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="Number of KID subsets."),
+    swd_max_descriptors: int = typer.Option(
+        65536, "--swd-max-descriptors", min=1, help="SWD memory bound: descriptors kept per pyramid level and set (a uniform sample)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for KID subsets and SWD sampling."),
     device: str = typer.Option("cpu", "--device", help="Device for the feature net and PSNR/SSIM (cpu, cuda)."),
 ) -> None:
@@ -53,6 +58,7 @@ def metrics_command(
 
     console = Console()
     pairs = pair_folders(pred, ref)  # bad folders fail before any weights are loaded
+    kid = kid or fid  # FID alone is biased for small sets: always report KID (mean, std) and n beside it
     feature_net = None
     if fid or kid:
         from copymark.metrics.inception import inception_v3_features, resolve_inception_weights
@@ -69,7 +75,7 @@ def metrics_command(
             pred, ref,
             y_channel=y_channel, crop_border=crop, quantize=not raw_float,
             fid=fid, kid=kid, swd=swd, feature_net=feature_net,
-            batch_size=batch_size, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets,
+            batch_size=batch_size, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, swd_max_descriptors=swd_max_descriptors,
             seed=seed, device=device,
             on_batch=lambda done: progress.update(task, completed=done),
         )  # fmt: skip

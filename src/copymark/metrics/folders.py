@@ -191,6 +191,7 @@ def compare_folders(
     batch_size: int = 16,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
+    swd_max_descriptors: int | None = 2**16,
     seed: int = 0,
     device: str | torch.device = "cpu",
     on_batch: Callable[[int], None] | None = None,
@@ -202,6 +203,9 @@ def compare_folders(
     usually :func:`~copymark.metrics.inception.inception_v3_features`) on whole images, SWD
     on whole images too (the border crop and Y channel apply to PSNR/SSIM only). ``on_batch``
     is called with the number of pairs done after each batch (for progress bars).
+    ``swd_max_descriptors`` bounds SWD's memory: per pyramid level and set it keeps a uniform
+    random sample of at most that many 7x7 descriptors (65,536 = all of 512 images; about
+    38 MB per level and set); ``None`` keeps all, like the reference code.
     """
     if (fid or kid) and feature_net is None:
         raise DataError("FID/KID need a feature net (e.g. inception_v3_features(weights_path))")
@@ -215,7 +219,7 @@ def compare_folders(
         if (fid or kid)
         else None
     )
-    acc_swd = SWD(seed=seed) if swd else None
+    acc_swd = SWD(max_descriptors=swd_max_descriptors, seed=seed) if swd else None
     done = 0
     for stems, preds, refs in iter_pair_batches(pairs, batch_size):
         for g_stems, p, r in _same_size_groups(stems, preds, refs):
@@ -240,6 +244,12 @@ def compare_folders(
         "std": "sample std over images (ddof=1)",
         "pairing": "by file stem",
     }
+    if swd:
+        protocol["swd"] = (
+            "Karras et al. 2018: Laplacian pyramid down to 16 px, 128 random 7x7 neighbourhoods per image and level, "
+            "per-set channel normalisation, 4 x 128 random directions, x1e3; "
+            f"at most {swd_max_descriptors} descriptors per level and set"
+        )
     out = FolderMetrics(str(pred_dir), str(ref_dir), len(pairs), protocol)
     if acc_psnr is not None:
         out.psnr = acc_psnr.compute()

@@ -278,7 +278,7 @@ class SWD:
         """Keep the ``max_descriptors`` with the smallest random keys: a uniform sample of the stream."""
         assert self.max_descriptors is not None
         total = sum(k.numel() for k in keys)
-        if total <= 2 * self.max_descriptors:  # shrink lazily, in amortised O(1) per descriptor
+        if total <= self.max_descriptors + self.max_descriptors // 4:  # shrink lazily (amortised O(1))
             return
         d, k = torch.cat(store), torch.cat(keys)
         keep = torch.topk(k, self.max_descriptors, largest=False).indices
