@@ -143,7 +143,7 @@ def test_slow_victim_client_timeout_then_retry_succeeds(tmp_path, photos):
     slow = SlowCounter(lambda x: 1 - x, first_delay_s=1.5)
     srv = _server(tmp_path, function_victim(slow, "slow-invert"))
     try:
-        pol = RetryPolicy(max_retries=4, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=0.5)
+        pol = RetryPolicy(max_retries=8, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=0.5)
         res = run_campaign(srv.url, KEY, photos, budget=2, store_dir=tmp_path / "s", size=24, seed=0,
                            concurrency=1, retry=pol, progress=False)
         assert res.answered_total == 2 and res.report.stop_reason is None
@@ -209,7 +209,7 @@ def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
 
 def test_kill_extract_subprocess_and_resume(tmp_path, photos):
     """THE kill test: SIGKILL `copymark extract` mid-campaign, rerun it, check everything."""
-    victim = function_victim(SlowCounter(lambda x: (1 - x).pow(0.7), delay_s=0.04), "kill-victim")
+    victim = function_victim(SlowCounter(lambda x: (1 - x).pow(0.7), delay_s=0.06), "kill-victim")
     srv = _server(tmp_path, victim, max_batch=2)
     store_dir = tmp_path / "store"
     cmd = [sys.executable, "-m", "copymark.cli", "extract", "--victim-url", srv.url, "--api-key", KEY,

@@ -107,6 +107,12 @@ def test_crash_between_file_and_row_leaves_no_dangling_row(tmp_path, monkeypatch
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_store_rejects_a_file_as_folder(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        QueryStore(tmp_path / "f")
+
+
 def test_store_rejects_non_store_files(tmp_path):
     (tmp_path / "index.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DataError, match="not a query store index"):
