@@ -90,10 +90,10 @@ def _split(s: ImageSet, holdout: int, what: str, batch_size: int) -> tuple[torch
 def _codec_data(cfg: StegoRunConfig) -> tuple[StegoPairs, torch.Tensor, torch.Tensor]:
     d = cfg.data
     check_size(d.size)
-    covers = load_image_set(d.covers, d.size, d.limit, d.resize_policy, what="cover folder")
-    secrets = load_image_set(d.secrets, d.size, d.limit, d.resize_policy, what="secret folder")
     if Path(d.covers).resolve() == Path(d.secrets).resolve():
         raise DataError("--covers and --secrets are the same folder", hint="use disjoint image sets for covers and secrets")
+    covers = load_image_set(d.covers, d.size, d.limit, d.resize_policy, what="cover folder")
+    secrets = load_image_set(d.secrets, d.size, d.limit, d.resize_policy, what="secret folder")
     c_train, c_hold = _split(covers, d.holdout, "cover folder", cfg.loop.batch_size)
     s_train, s_hold = _split(secrets, d.holdout, "secret folder", 1)
     return StegoPairs(c_train, s_train, seed=cfg.loop.seed), c_hold, s_hold
