@@ -416,3 +416,22 @@ def test_same_idempotency_key_in_flight_runs_victim_once(tmp_path):
     assert b.headers["idempotent-replay"] == "true"
     assert cv.images == 1
     assert a.headers["x-budget-remaining"] == "9"
+
+
+def test_slow_upload_408(tmp_path):
+    write_keys(tmp_path)
+    cv = CountingVictim()
+    png = rand_png()
+
+    async def trickle():
+        yield png[:20]
+        await asyncio.sleep(0.6)
+        yield png[20:]
+
+    async def go():
+        async with asgi_client(cv.victim(), settings(tmp_path, read_timeout_s=0.2)) as c:
+            return await c.post("/v1/translate", content=trickle(), headers=auth())
+
+    r = run(go())
+    assert r.status_code == 408 and r.json()["error"] == "upload_timeout"
+    assert cv.images == 0

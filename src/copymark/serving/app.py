@@ -146,8 +146,12 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
                 raise ApiError(413, "upload_too_large", f"upload exceeds the limit of {limit} bytes")
             chunks.append(chunk)
 
+    from starlette.requests import ClientDisconnect
+
     try:
         await asyncio.wait_for(read(), timeout)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
     except TimeoutError:
         raise ApiError(408, "upload_timeout", f"upload not received within {timeout:g} s") from None
     return b"".join(chunks)
@@ -247,6 +251,10 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
                 headers.setdefault("X-Budget-Remaining", str(ctx["remaining"]))
             resp = _json_error(e.status, e.error, e.detail, headers)
             ctx["error"] = e.error
+        except Exception as e:  # a server bug or a storage failure: still a JSON error, counted and logged
+            state.metrics.reject("internal_error")
+            resp = _json_error(500, "internal_error", f"{type(e).__name__}: {e}", {"X-Request-Id": rid})
+            ctx["error"] = "internal_error"
         dt = time.perf_counter() - t0
         state.metrics.request(resp.status_code, dt)
         state.log(time=time.time(), status=resp.status_code, latency_s=round(dt, 6), **ctx)
