@@ -61,3 +61,15 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, paired_dir, tiny):
     with torch.no_grad():
         y0 = build_net(parse_net_config({"kind": "unet", **net["generator"]})).eval()(x)
     assert float((ya - y0).abs().max()) > 1e-3
+
+
+@pytest.mark.slow
+def test_torch_compile_path_trains_and_exports(tmp_path, paired_dir, tiny):
+    """torch.compile'd nets (inductor needs a C compiler; minutes on CPU): checkpoints hold the
+    plain modules' weights and load for inference."""
+    from copymark.translate import load_translation_model
+
+    cfg = api.make_train_config("pix2pix", paired_dir, tiny["pix2pix"], size=32, iters=2, batch_size=2, progress=False, compile=True)
+    res = api.train(cfg, tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(v)) for v in res.last_losses.values())
+    assert load_translation_model(tmp_path / "run")(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)

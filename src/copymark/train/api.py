@@ -254,7 +254,17 @@ def train(config: TrainConfig, run_dir: str | Path) -> TrainResult:
     proc = build_procedure(config.procedure, config.loop.iters)
     if d.world > 1:
         seed_everything(config.loop.seed + d.rank)
-    return train_loop(proc, dataset, config.loop, run)
+    try:
+        return train_loop(proc, dataset, config.loop, run)
+    finally:
+        _leave_group(d)
+
+
+def _leave_group(d: Any) -> None:
+    import torch.distributed as dist
+
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def resume(run_dir: str | Path, device: str | None = None, progress: bool | None = None, iters: int | None = None) -> TrainResult:
@@ -283,4 +293,7 @@ def resume(run_dir: str | Path, device: str | None = None, progress: bool | None
     proc = build_procedure(config.procedure, config.loop.iters)
     from copymark.runs import Run
 
-    return train_loop(proc, dataset, config.loop, run if run is not None else Run(p, None), resume=True)  # type: ignore[arg-type]
+    try:
+        return train_loop(proc, dataset, config.loop, run if run is not None else Run(p, None), resume=True)  # type: ignore[arg-type]
+    finally:
+        _leave_group(d)
