@@ -85,6 +85,11 @@ def test_cli_train_and_translate(paired_dir, tmp_path):
     assert rc == 0
     assert (run_dir / "samples" / "iter-00000001.png").is_file()
     assert "G_l1" in (run_dir / "log.txt").read_text()
+    # resuming a finished run changes nothing
+    before = json.loads((run_dir / "metrics.json").read_text())
+    assert main(["train", "pix2pix", "--run-dir", str(run_dir), "--resume", "--no-progress"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["final_losses"] == before["final_losses"]
+    assert "already finished" in (run_dir / "log.txt").read_text()
     out = tmp_path / "out"
     rc = main(["translate", "--model", str(run_dir), "--input", str(paired_dir / "A"), "--output", str(out), "--tile", "32", "--overlap", "8", "--no-progress"])
     assert rc == 0 and len(list(out.glob("*.png"))) == 16

@@ -607,7 +607,9 @@ def train_loop(
         resumed_from=start,
         history=history,
     )
-    if writer is not None:
+    if writer is not None and start >= cfg.iters:
+        writer.log("nothing to do: the run already finished its %d iterations", cfg.iters)
+    elif writer is not None:
         writer.update_metrics(
             {"iterations": cfg.iters, "final_losses": last, "train_seconds": seconds, "images_per_second": result.images_per_second}
         )
