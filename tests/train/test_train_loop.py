@@ -166,3 +166,27 @@ def test_state_encoding_round_trips_exactly():
     opt2 = torch.optim.Adam([torch.nn.Parameter(torch.randn(3))])
     opt2.load_state_dict(dec["opt"])
     assert opt2.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+def test_checkpoint_writes_are_atomic_and_pruned(tiny, tmp_path, paired_dir, monkeypatch):
+    import copymark.nets.build as build
+
+    run_dir = tmp_path / "run"
+    real = build.save_net
+    calls = {"n": 0}
+
+    def failing(folder, net, config, provenance=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # first net of the second checkpoint (iteration 4): simulated disk error
+            raise OSError("disk full")
+        return real(folder, net, config, provenance)
+
+    monkeypatch.setattr(build, "save_net", failing)
+    with pytest.raises(OSError, match="disk full"):
+        api.train(_cfg(tiny, "pix2pix", paired_dir, keep_checkpoints=2), run_dir)
+    ck = run_dir / "checkpoints"
+    assert (ck / "LATEST").read_text().strip() == "iter-00000002"
+    assert sorted(p.name for p in ck.iterdir()) == ["LATEST", "iter-00000002"]  # no half-written folder
+    monkeypatch.setattr(build, "save_net", real)
+    api.resume(run_dir, progress=False)
+    assert sorted(p.name for p in ck.iterdir()) == ["LATEST", "iter-00000004", "iter-00000006"]  # newest 2 kept
