@@ -153,6 +153,13 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
             time.sleep(0.2)
         asyncio.run(hammer(url, pngs[: min(8, len(pngs))], 2))  # warm-up (model, connections)
+        with httpx.Client(base_url=url) as hc:  # the HTTP floor on this machine: a request that does nothing
+            rtt = []
+            for _ in range(30):
+                t = time.perf_counter()
+                hc.get("/v1/health")
+                rtt.append(time.perf_counter() - t)
+        result["health_rtt_ms"] = {"p50": float(np.percentile(rtt, 50) * 1000), "p99": float(np.percentile(rtt, 99) * 1000)}
         for c in levels:
             result["levels"][str(c)] = {"server": asyncio.run(hammer(url, pngs, c))}
         metrics = httpx.get(f"{url}/metrics").text

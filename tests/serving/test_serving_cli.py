@@ -81,3 +81,29 @@ def test_copymark_serve_subprocess(tmp_path):
     assert b"Traceback" not in proc.stderr.read()
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["status"] for e in log] == [200]
+
+
+def test_background_server_has_no_nagle_delay(tmp_path):
+    """Regression: a pre-bound socket with proto 0 made asyncio skip TCP_NODELAY, and every
+    response waited ~40 ms for the client's delayed ACK."""
+    import socket as so
+    import statistics
+
+    from servehelpers import CountingVictim, settings
+
+    from copymark.serving.app import create_app
+    from copymark.serving.server import BackgroundServer, bind_socket
+
+    s = bind_socket()
+    assert s.proto == so.IPPROTO_TCP
+    s.close()
+    write_keys(tmp_path)
+    with BackgroundServer(create_app(CountingVictim().victim(), settings(tmp_path))) as srv:
+        with httpx.Client(base_url=srv.url) as c:
+            c.get("/v1/health")
+            rtt = []
+            for _ in range(15):
+                t = time.perf_counter()
+                c.get("/v1/health")
+                rtt.append(time.perf_counter() - t)
+    assert statistics.median(rtt) < 0.030, rtt

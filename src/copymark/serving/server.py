@@ -17,8 +17,13 @@ from copymark.errors import CopymarkError
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening-ready TCP socket (SO_REUSEADDR, so a restarted server can take the same port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening-ready TCP socket (SO_REUSEADDR, so a restarted server can take the same port).
+
+    ``proto=IPPROTO_TCP`` matters: asyncio sets TCP_NODELAY only on accepted sockets whose
+    protocol says TCP; with proto 0, Nagle's algorithm holds the response body until the
+    client's delayed ACK (~40 ms per request on Linux).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
