@@ -260,3 +260,20 @@ def test_kill_extract_subprocess_and_resume(tmp_path, photos):
     logged = {e["input_sha256"]: e["answer_sha256"] for e in _log(tmp_path) if "answer_sha256" in e}
     for row in store.rows():
         assert logged[row["input_sha"]] == row["answer_sha"]
+
+
+def test_sr_campaign_answers_are_upscaled(tmp_path, photos):
+    victim = load_victim("classical:bicubic_x4")
+    srv = _server(tmp_path, victim)
+    try:
+        res = run_campaign(srv.url, KEY, photos, budget=3, store_dir=tmp_path / "sr", size=16, seed=0,
+                           concurrency=2, progress=False)
+    finally:
+        srv.stop()
+    assert (res.task, res.scale, res.answered_total) == ("sr", 4, 3)
+    store = QueryStore(tmp_path / "sr")
+    for inp, ans in store.pairs(victim.id):
+        x = decode_image_bytes(inp.read_bytes())
+        y = decode_image_bytes(ans.read_bytes())
+        assert x.shape == (3, 16, 16) and y.shape == (3, 64, 64)
+        assert torch.equal(y, quantize(victim(x[None]))[0])

@@ -238,16 +238,17 @@ def _file_id(paths: list[Path]) -> str:
 
 def _learned_victim(path: Path, device: str) -> Victim:
     """A checkpoint folder / run folder / TorchScript file via copymark.translate."""
-    from copymark.translate import load_translation_model
+    from copymark.translate import load_translation_model, resolve_net_folder
 
     if not path.exists():
         raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=_valid_hint())
     model = load_translation_model(path, device)
-    if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in (".json", ".safetensors", ".pt"))
+    if path.is_dir():  # the id hashes the net actually served (config + weights), not the whole run
+        net = resolve_net_folder(path)
+        files = [f for f in (net / "config.json", net / "model.safetensors") if f.is_file()]
     else:
         files = [path]
-    vid = _file_id(files) if files else _spec_id(str(path.resolve()))
+    vid = _file_id(files)
     scale = int(model.scale)
     task: Task = "sr" if scale > 1 else "style"
     return Victim(path.stem if path.is_file() else path.name, task, scale, model, vid)
