@@ -123,6 +123,12 @@ def test_selection_orders_are_deterministic_prefixes_and_diverse_covers_more(pho
     a = select_order(photos, 24, 12, "diverse", seed=3)
     b = select_order(photos, 24, 12, "diverse", seed=3)
     assert [c.source for c in a] == [c.source for c in b]
+    # pools of larger budgets contain smaller ones, and random lists them in the same relative order
+    small = [c.source for c in select_order(photos, 24, 6, "random", seed=3)]
+    big = [c.source for c in select_order(photos, 24, 18, "random", seed=3)]
+    assert len(big) > len(small) and set(small) <= set(big)
+    assert [s for s in big if s in set(small)] == small
+    assert len(select_order(photos, 24, 18, "diverse", seed=3, n=5)) == 5
     import numpy as np
 
     feats = np.random.default_rng(0).standard_normal((300, 10)).astype(np.float32)

@@ -9,7 +9,7 @@ owns few, large photos (the demo), and change nothing for photos already of quer
 
 Strategies order this pool; the campaign queries the first ``budget`` of the order:
 
-* ``random``: a seeded shuffle.
+* ``random``: a seeded shuffle (candidates sorted by a seeded hash of their source).
 * ``diverse``: greedy k-center (farthest-point) selection in a cheap feature space -- an 8x8
   colour thumbnail, per-channel 8-bin histograms and gradient-energy statistics, standardised
   and randomly projected to 48 dimensions. Each pick is the candidate farthest from all
@@ -26,6 +26,7 @@ when the store holds ``budget`` answers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -126,10 +127,10 @@ def candidate_pool(data_dir: str | Path, size: int, budget: int, seed: int, pool
     root = Path(data_dir)
     files = list_photos(root)
     k = max(1, math.ceil(pool_factor * budget / len(files)))
-    rng = np.random.default_rng(seed)
     cands: list[Candidate] = []
     feats: list[np.ndarray] = []
-    for p in files:
+    for idx, p in enumerate(files):
+        rng = np.random.default_rng([seed, idx])  # per photo: its first j crops are the same for any k >= j
         img, resized = _fit(_open_rgb(p), size)
         w, h = img.size
         n_pos = (h - size + 1) * (w - size + 1)
@@ -167,17 +168,25 @@ def kcenter_order(feats: np.ndarray, n: int, seed: int, dims: int = 48) -> list[
 
 
 def select_order(data_dir: str | Path, size: int, budget: int, strategy: str, seed: int,
-                 pool_factor: float = 4.0) -> list[Candidate]:
-    """Candidates in the order the strategy would query them (at least ``budget`` when possible)."""
+                 pool_factor: float = 4.0, n: int | None = None) -> list[Candidate]:
+    """Candidates in the order the strategy would query them: the first ``n`` (default: all).
+
+    The pool depends on ``budget`` (its size is about ``pool_factor x budget``), so a resumed
+    campaign must pass the same budget to see the same order.
+    """
     match strategy:
         case "random":
             cands, _ = candidate_pool(data_dir, size, budget, seed, pool_factor)
-            perm = np.random.default_rng(seed + 1).permutation(len(cands))
-            return [cands[i] for i in perm]
+            # order by a seeded hash of each candidate, so pools of different budgets (which nest)
+            # list their common candidates in the same relative order
+            def key(c: Candidate) -> bytes:
+                return hashlib.sha256(f"{seed}|{c.source}".encode()).digest()
+
+            return sorted(cands, key=key)[:n]
         case "diverse":
             cands, feats = candidate_pool(data_dir, size, budget, seed, pool_factor, with_features=True)
             assert feats is not None
-            order = kcenter_order(feats, len(cands), seed + 1)
+            order = kcenter_order(feats, len(cands) if n is None else min(n, len(cands)), seed + 1)
             return [cands[i] for i in order]
     raise ConfigError(f"unknown query-selection strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
 
@@ -245,7 +254,8 @@ async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, 
             client.local_budget = remaining
             items: list[tuple[bytes, str]] = []
             if remaining > 0:
-                for c in select_order(data_dir, size, budget, strategy, seed, pool_factor):
+                # the first `budget` picks, plus room for answers this store got from other orders
+                for c in select_order(data_dir, size, budget, strategy, seed, pool_factor, n=budget + len(done)):
                     png = crop_png(c, size)
                     if sha256_hex(png) in done:
                         continue
