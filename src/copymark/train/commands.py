@@ -109,6 +109,10 @@ def train_command(
             progress=progress,
         )
         result = api.train(cfg, run_dir)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     losses = " ".join(f"{k}={v:.4g}" for k, v in result.last_losses.items())
     typer.echo(f"trained {kind.value}: {result.iterations} iterations, {result.images_per_second:.1f} images/s; {losses}")
     if result.checkpoint is not None:

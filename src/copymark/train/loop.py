@@ -504,7 +504,7 @@ def wrap_nets(proc: Procedure, cfg: LoopConfig, d: Dist, device: torch.device) -
         wrapped: nn.Module = proc.train_module(name)
         if d.world > 1 and any(p.requires_grad for p in net.parameters()):
             ids = [device.index] if device.type == "cuda" else None
-            wrapped = DDP(net, device_ids=ids, broadcast_buffers=True)
+            wrapped = DDP(wrapped, device_ids=ids, broadcast_buffers=True)
         if cfg.compile:
             wrapped = torch.compile(wrapped)  # type: ignore[assignment]
         proc.run_nets[name] = wrapped
