@@ -107,3 +107,26 @@ def test_background_server_has_no_nagle_delay(tmp_path):
                 c.get("/v1/health")
                 rtt.append(time.perf_counter() - t)
     assert statistics.median(rtt) < 0.030, rtt
+
+
+def test_extract_stops_cleanly_on_budget_and_wrong_key(tmp_path, capsys):
+    from servehelpers import settings
+
+    from copymark.data.samples import samples_to_folder
+    from copymark.extraction.store import QueryStore
+    from copymark.extraction.victims import load_victim
+    from copymark.serving.app import create_app
+    from copymark.serving.server import BackgroundServer
+
+    write_keys(tmp_path, budget=3)
+    samples_to_folder(tmp_path / "photos", names=["chelsea"], max_side=80)
+    with BackgroundServer(create_app(load_victim("classical:cartoon"), settings(tmp_path))) as srv:
+        base = ["extract", "--victim-url", srv.url, "--data", str(tmp_path / "photos"), "--budget", "5",
+                "--size", "24", "--quiet"]
+        assert main(base + ["--api-key", KEY, "--store", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err
+        assert "stopped after 3 of 5 answers" in err and "budget" in err and "keeps all 3 answers" in err
+        assert main(base + ["--api-key", "wrong-key-42", "--store", str(tmp_path / "s2")]) == 2
+        assert "refused the API key" in capsys.readouterr().err
+    store = QueryStore(tmp_path / "s")
+    assert store.counts()["answered"] == 3 and store.integrity_check().ok

@@ -45,16 +45,16 @@ def _register_extract(app: typer.Typer) -> None:
             "stop_reason": r.stop_reason, "seconds": round(res.seconds, 2), "store": res.store_dir,
         }
         typer.echo(json.dumps(summary, indent=2))
-        if r.stop_reason:
-            hint = "the store keeps every answer so far; rerun the same command to resume"
-            if "budget" in r.stop_reason and res.answered_total < res.budget:
-                raise BudgetExhausted(f"campaign stopped after {res.answered_total} of {res.budget} answers: {r.stop_reason}",
-                                      hint=hint)
-            if res.answered_total < res.budget:
-                from copymark.errors import CopymarkError
+        if r.stop_reason and res.answered_total < res.budget:
+            from copymark.errors import CopymarkError
 
-                raise CopymarkError(f"campaign stopped after {res.answered_total} of {res.budget} answers: "
-                                    f"{r.stop_reason}", hint=hint)
+            msg = f"campaign stopped after {res.answered_total} of {res.budget} answers: {r.stop_reason}"
+            kept = f"the store keeps all {res.answered_total} answers received"
+            if "budget" in r.stop_reason:
+                raise BudgetExhausted(msg, hint=f"{kept}; train on them, or get a larger budget and rerun to continue")
+            if "API key" in r.stop_reason:
+                raise CopymarkError(msg, hint=f"check --api-key; {kept}")
+            raise CopymarkError(msg, hint=f"{kept}; rerun the same command to resume")
 
 
 def register(app: typer.Typer) -> None:
