@@ -76,7 +76,7 @@ class CycleGAN(Procedure):
             lam_idt = c.lambda_identity * c.lambda_cycle
             if lam_idt > 0:
                 idt_a, idt_b = G_A(real_b), G_B(real_a)
-            pred_a, pred_b = D_A(fake_b), D_B(fake_a)
+            pred_a, pred_b = self.frozen("D_A")(fake_b), self.frozen("D_B")(fake_a)
         loss_gan_a, loss_gan_b = gan_loss(pred_a, True, mode), gan_loss(pred_b, True, mode)
         loss_cyc_a = F.l1_loss(rec_a.float(), real_a.float())
         loss_cyc_b = F.l1_loss(rec_b.float(), real_b.float())

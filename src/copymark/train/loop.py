@@ -18,7 +18,8 @@ Subclass :class:`Procedure` and, in ``__init__``, fill
 
 and implement ``step(batch, ctx) -> {loss name: tensor or float}``. Inside ``step`` call nets
 through ``self.net(name)`` (the loop may have wrapped them in DDP / ``torch.compile``; the plain
-module stays in ``self.nets``), run forward passes under ``with ctx.autocast():`` and update
+module stays in ``self.nets``) and nets frozen for the current update through
+``self.frozen(name)`` (compiled, never DDP), run forward passes under ``with ctx.autocast():`` and update
 with ``ctx.backward(loss)`` + ``ctx.step(optimizer)`` (or ``ctx.update(loss, optimizer)``), which
 handle the fp16 GradScaler. Optional hooks: ``sample_images(batch)`` (rows of the sample grid),
 ``extra_state()`` / ``load_extra_state(state)`` (anything else to checkpoint, e.g. image
@@ -179,12 +180,21 @@ class Procedure:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.run_nets: dict[str, nn.Module] = {}
+        self.frozen_nets: dict[str, nn.Module] = {}
 
     def net(self, name: str) -> nn.Module:
         """The module to call in ``step`` (DDP/compiled wrapper when the loop made one)."""
         if name not in self.run_nets:
             self.run_nets[name] = self.train_module(name)
         return self.run_nets[name]
+
+    def frozen(self, name: str) -> nn.Module:
+        """The module to call for a net whose parameters are frozen in this update (the
+        discriminator in a generator step): compiled when the loop compiles, never DDP-wrapped
+        (DDP would wait for gradients that never come)."""
+        if name not in self.frozen_nets:
+            self.frozen_nets[name] = self.train_module(name)
+        return self.frozen_nets[name]
 
     def train_module(self, name: str) -> nn.Module:
         """What the loop wraps (DDP/compile) for net ``name``: the net itself by default; a
@@ -500,8 +510,10 @@ def wrap_nets(proc: Procedure, cfg: LoopConfig, d: Dist, device: torch.device) -
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     proc.run_nets = {}
+    proc.frozen_nets = {}
     for name, net in proc.nets.items():
         wrapped: nn.Module = proc.train_module(name)
+        proc.frozen_nets[name] = torch.compile(wrapped) if cfg.compile else wrapped  # type: ignore[assignment]
         if d.world > 1 and any(p.requires_grad for p in net.parameters()):
             ids = [device.index] if device.type == "cuda" else None
             wrapped = DDP(wrapped, device_ids=ids, broadcast_buffers=True)

@@ -74,7 +74,7 @@ class Pix2Pix(Procedure):
         # generator (D frozen; the plain module, so DDP does not wait for D's gradients)
         set_requires_grad(D_plain, False)
         with ctx.autocast():
-            pred = D_plain(torch.cat([a, fake], 1))
+            pred = self.frozen("D")(torch.cat([a, fake], 1))
         loss_g_gan = gan_loss(pred, True, mode)
         loss_l1 = F.l1_loss(fake.float(), b.float())
         loss_g = loss_g_gan + self.config.lambda_l1 * loss_l1

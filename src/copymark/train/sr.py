@@ -130,7 +130,7 @@ class SRGANProcedure(SRResNetProcedure):
         ctx.update(loss_d, self.optimizers["D"])
         set_requires_grad(D_plain, False)
         with ctx.autocast():
-            adv = gan_loss(D_plain(sr), True, c.gan_mode)
+            adv = gan_loss(self.frozen("D")(sr), True, c.gan_mode)
             content = self.perceptual(sr, hr) if self.perceptual is not None else F.mse_loss(sr.float(), hr.float())
         loss_g = content.float() + c.adv_weight * adv
         ctx.update(loss_g, self.optimizers["G"])

@@ -115,7 +115,7 @@ class UGATIT(Procedure):
             fake_b2b, fake_b2b_cam, _ = A2B(real_b)
             adv = {}
             for name, fake in (("GA", fake_b2a), ("LA", fake_b2a), ("GB", fake_a2b), ("LB", fake_a2b)):
-                logit, cam, _ = self.nets[name].forward_cam(fake)  # type: ignore[operator]
+                logit, cam, _ = self.frozen(name)(fake)
                 adv[name] = _mse(logit, 1) + _mse(cam, 1)
         recon_a = F.l1_loss(fake_a2b2a.float(), real_a.float())
         recon_b = F.l1_loss(fake_b2a2b.float(), real_b.float())
