@@ -60,11 +60,6 @@ SSIM_K2 = 0.03
 # preparation: shapes, 8-bit rounding, Y channel, border crop
 
 
-def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    """MATLAB's round for non-negative values (half away from zero)."""
-    return torch.floor(x + 0.5)
-
-
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ImageError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
@@ -100,19 +95,21 @@ def prepare_pair(
         raise ImageError(f"data_range must be positive, got {data_range}")
     if crop_border < 0:
         raise ImageError(f"crop_border must be >= 0, got {crop_border}")
+    if y_channel and p.shape[1] != 3:
+        raise ImageError(f"y_channel needs RGB images (3 channels), got {p.shape[1]} channels")
     out = []
     for x in (p, r):
-        x = x.detach().to(torch.float64) / float(data_range)
+        # in-place after one float64 copy: a batch of large images needs few temporaries
+        x = x.detach().to(torch.float64, copy=True).div_(float(data_range))
         if quantize:
-            x = _round_half_away(x.clamp(0.0, 1.0) * 255.0) / 255.0
+            x.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).floor_().div_(255.0)  # MATLAB round
         if y_channel:
-            if x.shape[1] != 3:
-                raise ImageError(f"y_channel needs RGB images (3 channels), got {x.shape[1]} channels")
-            w = _YCBCR_MATRIX[0].to(x.device, torch.float64).view(1, 3, 1, 1)
-            y = (x * w).sum(dim=1, keepdim=True) + float(_YCBCR_OFFSET[0])  # Y in [16, 235]
+            w = [float(c) for c in _YCBCR_MATRIX[0]]
+            y = x[:, 0:1] * w[0]
+            y.add_(x[:, 1:2], alpha=w[1]).add_(x[:, 2:3], alpha=w[2]).add_(float(_YCBCR_OFFSET[0]))  # [16, 235]
             if quantize:
-                y = _round_half_away(y)
-            x = y / 255.0
+                y.add_(0.5).floor_()
+            x = y.div_(255.0)
         out.append(x)
     a, b = out
     if crop_border:
@@ -143,7 +140,7 @@ def psnr(
     Identical images give ``inf``.
     """
     a, b = prepare_pair(pred, ref, data_range, y_channel, crop_border, quantize)
-    mse = (a - b).pow(2).flatten(1).mean(dim=1)
+    mse = a.sub_(b).pow_(2).flatten(1).mean(dim=1)  # a, b are our own float64 copies
     with torch.no_grad():
         return 10.0 * torch.log10(1.0 / mse)
 
@@ -213,7 +210,8 @@ def ssim(
     """
     a, b = prepare_pair(pred, ref, data_range, y_channel, crop_border, quantize)
     with torch.no_grad():
-        return ssim_map(a, b).flatten(1).mean(dim=1)
+        # image by image: the float64 maps of a whole batch of large images would be big
+        return torch.stack([ssim_map(a[i : i + 1], b[i : i + 1]).mean() for i in range(a.shape[0])])
 
 
 # ---------------------------------------------------------------------------------------------

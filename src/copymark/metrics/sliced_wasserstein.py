@@ -146,21 +146,27 @@ def sample_descriptors(
 
 
 def _channel_stats(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    d = desc.double()
-    mean = d.mean(dim=(0, 2, 3), keepdim=True)
-    std = d.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
-    return mean, std
+    """Per-channel mean and population std (float64) over neighbourhoods and pixels."""
+    stats = [torch.var_mean(desc[:, c].double(), unbiased=False) for c in range(desc.shape[1])]
+    var = torch.stack([v for v, _ in stats])
+    mean = torch.stack([m for _, m in stats])
+    return mean, var.sqrt()
 
 
 def normalize_descriptors(
     desc: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-channel zero mean / unit std (over neighbourhoods and pixels), flattened to ``M x D``."""
+    """Per-channel zero mean / unit std (over neighbourhoods and pixels), flattened to ``M x D``.
+
+    Statistics in float64; the result is float32 (one copy of ``desc``).
+    """
     if mean is None or std is None:
         mean, std = _channel_stats(desc)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    out = (desc.double() - mean) / std
-    return out.reshape(out.shape[0], -1).float()
+    out = desc.float().clone()
+    for c in range(out.shape[1]):
+        s = float(std[c]) if float(std[c]) > 0 else 1.0
+        out[:, c].sub_(float(mean[c])).div_(s)
+    return out.reshape(out.shape[0], -1)
 
 
 def sliced_wasserstein(
