@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         proc.terminate()
         proc.wait(30)
     victim = load_victim(spec, args.device)
+    shutil.rmtree(tmp, ignore_errors=True)
     for c in levels:
         d = direct(victim, x, min(c, args.max_batch), args.device)
         lvl = result["levels"][str(c)]
