@@ -56,6 +56,21 @@ def test_bicubic_x4_is_images_upscale_bicubic():
     assert torch.allclose(y, upscale_bicubic(quantize(x), 4), atol=0)
 
 
+def test_bicubic_x4_sharpen_is_an_unsharp_mask_of_bicubic():
+    import cv2
+    import numpy as np
+
+    x = _photo(16, 20)
+    plain = load_victim("classical:bicubic_x4")(x)
+    sharp = load_victim("classical:bicubic_x4?sharpen=1")(x)
+    assert sharp.shape == plain.shape and not torch.equal(sharp, plain)
+    # reference: OpenCV's Gaussian blur (sigma 1.5, 3-sigma kernel, reflect-101 border)
+    img = plain[0].permute(1, 2, 0).numpy().astype(np.float64)
+    ref = np.clip(img + (img - cv2.GaussianBlur(img, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT_101)), 0, 1)
+    assert np.abs(sharp[0].permute(1, 2, 0).numpy() - ref).max() < 1e-5
+    assert load_victim("classical:bicubic_x4?sharpen=1").id != load_victim("classical:bicubic_x4").id
+
+
 def test_ids_are_stable_and_param_sensitive():
     a = load_victim("classical:stylize")
     b = load_victim("classical:stylize?sigma_r=0.3&sigma_s=20")

@@ -17,8 +17,11 @@ A victim is chosen by a SPEC string (``copymark serve --victim SPEC``):
   -- a cartoon filter defined here: ``passes`` bilateral filters flatten colours, the colours
   are quantised to ``levels`` levels per channel, and a black edge mask (adaptive threshold of
   the median-blurred grey image, ``block_size`` / ``c``) is drawn on top.
-* ``classical:bicubic_x4?method=matlab`` -- bicubic x4 upscaling (:func:`images.upscale_bicubic`),
-  a super-resolution victim.
+* ``classical:bicubic_x4?method=matlab&sharpen=0`` -- bicubic x4 upscaling
+  (:func:`images.upscale_bicubic`), a super-resolution victim; ``sharpen > 0`` adds an unsharp
+  mask of that amount (Gaussian sigma 1.5 px on the output), a "sharpening upscaler" whose
+  answers differ from plain bicubic, so that the bicubic identity baseline is not already the
+  victim (the SR demo uses ``sharpen=1``).
 * a copymark checkpoint folder (``model.safetensors`` + ``config.json``), a training run
   folder, or a TorchScript ``.pt`` file, loaded through
   :func:`copymark.translate.load_translation_model` (any input size: padding to the net's
@@ -31,6 +34,7 @@ upload holds anyway), so the answer to a PNG is exactly the filter applied to it
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,14 +66,14 @@ _CLASSICAL: dict[str, dict[str, tuple[type, float | int | str, float | None, flo
         "c": (float, 2.0, -50.0, 50.0),
         "levels": (int, 8, 2, 256),
     },
-    "bicubic_x4": {"method": (str, "matlab", None, None)},
+    "bicubic_x4": {"method": (str, "matlab", None, None), "sharpen": (float, 0.0, 0.0, 5.0)},
 }
 
 VALID_SPECS = (
     "classical:stylize?sigma_s=20&sigma_r=0.3",
     "classical:edge_preserving?sigma_s=60&sigma_r=0.4&flags=1",
     "classical:cartoon?d=9&sigma_color=75&sigma_space=75&passes=2&block_size=9&c=2&levels=8",
-    "classical:bicubic_x4?method=matlab",
+    "classical:bicubic_x4?method=matlab&sharpen=0",
     "PATH/TO/CHECKPOINT_FOLDER (model.safetensors + config.json)",
     "PATH/TO/model.pt (TorchScript)",
 )
@@ -167,13 +171,28 @@ def _cartoon(**p: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: _per_image_uint8(x, lambda img: cartoon_uint8(img, **p))  # type: ignore[arg-type]
 
 
-def _bicubic_x4(method: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def unsharp_mask(x: torch.Tensor, amount: float, sigma: float = 1.5) -> torch.Tensor:
+    """``x + amount * (x - gaussian_blur(x))``, clamped to [0, 1] (reflect-padded, separable)."""
+    radius = int(math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = (g / g.sum()).to(x.device)
+    c = x.shape[1]
+    blur = torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="reflect")
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    blur = torch.nn.functional.pad(blur, (0, 0, radius, radius), mode="reflect")
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return (x + amount * (x - blur)).clamp(0, 1)
+
+
+def _bicubic_x4(method: str, sharpen: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
     if method not in ("matlab", "pil"):
         raise ConfigError(f"victim classical:bicubic_x4: method must be 'matlab' or 'pil', got {method!r}")
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         # the input is what an 8-bit upload holds; the output is the float bicubic result
-        return upscale_bicubic(from_uint8(to_uint8(x)), 4, method=method)  # type: ignore[arg-type]
+        y = upscale_bicubic(from_uint8(to_uint8(x)), 4, method=method)  # type: ignore[arg-type]
+        return unsharp_mask(y, sharpen) if sharpen > 0 else y
 
     return fn
 
@@ -219,7 +238,7 @@ def _classical_victim(spec: str) -> Victim:
         case "cartoon":
             return Victim(name, "style", 1, _cartoon(**p), vid, p)  # type: ignore[arg-type]
         case "bicubic_x4":
-            return Victim(name, "sr", 4, _bicubic_x4(str(p["method"])), vid, p)
+            return Victim(name, "sr", 4, _bicubic_x4(str(p["method"]), float(p["sharpen"])), vid, p)
     raise ConfigError(f"unknown classical victim {name!r}", hint=_valid_hint())  # pragma: no cover
 
 
