@@ -103,6 +103,9 @@ class LoopConfig(StrictModel):
     save_every: int = Field(0, ge=0, description="0: only at the end")
     keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept; 0 keeps all")
     max_loss: float = Field(1e6, gt=0, description="a loss with larger magnitude counts as diverged")
+    check_every: int = Field(
+        10, ge=1, description="losses are copied to the host (and checked) every N iterations, and always before logging, samples and checkpoints"
+    )
     sample_count: int = Field(4, ge=1, le=16)
     progress: bool = True
 
@@ -568,6 +571,7 @@ def train_loop(
     data = batches_from(dataset, sampler, start, cfg.num_workers, pin_memory=cuda, collate_fn=collate_fn)
     history: list[dict[str, float]] = []
     last: dict[str, float] = {}
+    pending: list[tuple[int, list[str], torch.Tensor]] = []
     checkpoint: Path | None = ck.latest_checkpoint(run.path) if (run is not None and resume) else None
     t0 = time.perf_counter()
     done_images = 0
@@ -584,23 +588,30 @@ def train_loop(
                 ctx.iteration = it
                 batch = to_device(next(data), device, channels_last)
                 raw = train_step(proc, batch, ctx)
-                last = _reduce_losses(raw, d, device)
-                bad = {k: v for k, v in last.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
-                if bad:
-                    _diverged(writer, proc, it, bad, cfg, checkpoint)
+                pending.append((it, list(raw), _stack_losses(raw, device)))
                 done_images += cfg.batch_size * d.world
-                if it % cfg.log_every == 0 or it == cfg.iters:
+                log_now = it % cfg.log_every == 0 or it == cfg.iters
+                sample_now = bool(cfg.sample_every and it % cfg.sample_every == 0) or it == cfg.iters
+                save_now = bool(cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters
+                if log_now or sample_now or save_now or len(pending) >= cfg.check_every:
+                    # one device->host copy (and one all-reduce) for the whole window
+                    rows = _flush_losses(pending, d)
+                    pending = []
+                    for it_i, vals in rows:
+                        bad = {k: v for k, v in vals.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
+                        if bad:
+                            _diverged(writer, proc, it_i, bad, cfg, checkpoint, detected=it)
+                    last = rows[-1][1]
+                if log_now:
                     history.append({"iteration": it, **last})
                     if writer is not None:
                         lr = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in proc.optimizers.items()}
                         _append_losses(writer.path / LOSSES_FILE, {"iteration": it, **last, **lr})
                         writer.log("iter %d %s", it, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
                     progress.update(task, losses=" ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:4]))
-                if writer is not None and sample_batch is not None and (
-                    (cfg.sample_every and it % cfg.sample_every == 0) or it == cfg.iters
-                ):
+                if writer is not None and sample_batch is not None and sample_now:
                     _write_samples(writer, proc, sample_batch, it)
-                if (cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters:
+                if save_now:
                     if writer is not None:
                         checkpoint = _save(writer, proc, it, scaler, cfg)
                         writer.log("checkpoint %s", checkpoint.name)
@@ -629,22 +640,36 @@ def train_loop(
     return result
 
 
-def _reduce_losses(raw: Mapping[str, torch.Tensor | float], d: Dist, device: torch.device) -> dict[str, float]:
-    """Losses as floats (one device->host copy for all of them), averaged over ranks under DDP."""
-    keys = list(raw)
-    vals = torch.stack(
-        [v.detach().float().reshape(()) if isinstance(v, torch.Tensor) else torch.tensor(float(v), device=device) for v in raw.values()]
-    ).to(device=device, dtype=torch.float64) if keys else torch.zeros(0, dtype=torch.float64)
+def _stack_losses(raw: Mapping[str, torch.Tensor | float], device: torch.device) -> torch.Tensor:
+    """The step's losses as one float64 vector on ``device`` (no host sync)."""
+    if not raw:
+        return torch.zeros(0, dtype=torch.float64, device=device)
+    return torch.stack(
+        [v.detach().reshape(()).to(device=device, dtype=torch.float64) if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64, device=device) for v in raw.values()]
+    )
+
+
+def _flush_losses(pending: list[tuple[int, list[str], torch.Tensor]], d: Dist) -> list[tuple[int, dict[str, float]]]:
+    """Losses of the pending iterations as floats (one host copy), averaged over ranks under DDP."""
+    flat = torch.cat([t for _, _, t in pending])
     if d.world > 1:
-        dist.all_reduce(vals)
-        vals = vals / d.world
-    return {k: float(v) for k, v in zip(keys, vals.cpu().tolist(), strict=True)}
+        dist.all_reduce(flat)
+        flat = flat / d.world
+    values = flat.cpu().tolist()
+    out, i = [], 0
+    for it, keys, t in pending:
+        out.append((it, dict(zip(keys, values[i : i + t.numel()], strict=True))))
+        i += t.numel()
+    return out
 
 
-def _diverged(writer: Run | None, proc: Procedure, it: int, bad: dict[str, float], cfg: LoopConfig, checkpoint: Path | None) -> None:
+def _diverged(
+    writer: Run | None, proc: Procedure, it: int, bad: dict[str, float], cfg: LoopConfig, checkpoint: Path | None, detected: int
+) -> None:
     what = ", ".join(f"{k}={v}" for k, v in bad.items())
     kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint had been written yet"
-    msg = f"training {proc.kind} diverged at iteration {it}: {what} (limit |loss| <= {cfg.max_loss:g}); stopped, {kept}"
+    when = f" (noticed at iteration {detected})" if detected != it else ""
+    msg = f"training {proc.kind} diverged at iteration {it}{when}: {what} (limit |loss| <= {cfg.max_loss:g}); stopped, {kept}"
     if writer is not None:
         writer.log("%s", msg)
         writer.update_metrics({"diverged": {"iteration": it, "losses": bad, "checkpoint": str(checkpoint) if checkpoint else None}})
