@@ -5,8 +5,8 @@ srresnet, srgan) runs one optimisation step at a time two ways:
 
 * ``plain``: float32, eager, contiguous (NCHW) tensors, no cuDNN autotuning: how the reference
   implementations (junyanz/pytorch-CycleGAN-and-pix2pix, UGATIT-pytorch, SRGAN ports) train;
-* ``copymark``: the loop's path: AMP (``--amp``, bf16 by default), ``channels_last`` and cuDNN
-  autotuning on CUDA, and ``torch.compile`` with ``--compile``; the step is
+* ``copymark``: the loop's path: AMP (``--amp``; bf16 by default on CUDA, off on CPU where
+  autocast only slows these nets down), ``channels_last`` and cuDNN autotuning on CUDA, and ``torch.compile`` with ``--compile``; the step is
   :func:`copymark.train.loop.train_step` on nets placed/wrapped by the loop's own functions.
 
 Inputs are pre-generated random batches already on the device (the data pipeline is not
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", type=int, default=None, help="timed steps; default 30 on CUDA, 3 on CPU")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first; default 10 on CUDA (20 with --compile), 1 on CPU")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"])
+    ap.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"], help="copymark path AMP; default bf16 on CUDA, off on CPU (CPU autocast is slower here)")
     ap.add_argument("--compile", action="store_true", help="torch.compile on copymark's path")
     ap.add_argument("--full", action="store_true", help="default (paper-size) nets; tiny nets otherwise")
     ap.add_argument("--vgg-weights", default=None, help="srgan: VGG19 state dict; without it srgan uses pixel MSE")
@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch = args.batch or (1 if cuda else 2)
     steps = args.steps or (30 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else ((20 if args.compile else 10) if cuda else 1)
-    amp = args.amp if (cuda or args.amp != "fp16") else "off"
+    amp = args.amp or ("bf16" if cuda else "off")
+    if amp == "fp16" and not cuda:
+        ap.error("--amp fp16 needs CUDA")
     plain = LoopConfig(device=args.device, amp="off", channels_last=False, compile=False, cudnn_benchmark=False)
     fast = LoopConfig(device=args.device, amp=amp, channels_last=True, compile=args.compile, cudnn_benchmark=True)
     result: dict[str, Any] = {
