@@ -193,3 +193,23 @@ def test_checkpoint_writes_are_atomic_and_pruned(tiny, tmp_path, paired_dir, mon
     monkeypatch.setattr(build, "save_net", real)
     api.resume(run_dir, progress=False)
     assert sorted(p.name for p in ck.iterdir()) == ["LATEST", "iter-00000004", "iter-00000006"]  # newest 2 kept
+
+
+def test_data_position_resumes_at_the_exact_batch(paired_dir):
+    """Batches from iteration k (a resumed run) equal the uninterrupted sequence's tail, also
+    with worker processes (augmentations come from per-item generators, not worker RNGs)."""
+    from copymark.data import PairedFolders, RandomHFlip
+    from copymark.train.loop import batches_from
+
+    ds = PairedFolders(paired_dir / "A", paired_dir / "B", RandomHFlip(), seed=7)
+    sampler = EpochSampler(len(ds), 3, seed=7)  # 16 items: 5 batches per epoch
+    it = batches_from(ds, sampler, 0)
+    full = [next(it) for _ in range(12)]
+    it.close()
+    it = batches_from(ds, sampler, 7, num_workers=2)
+    tail = [next(it) for _ in range(5)]
+    it.close()
+    for a, b in zip(full[7:], tail, strict=True):
+        assert a["key"] == b["key"]
+        assert torch.equal(a["a"], b["a"]) and torch.equal(a["b"], b["b"])
+    assert full[0]["key"] != full[5]["key"]  # epochs differ
