@@ -67,3 +67,32 @@ def test_learning_curve_end_to_end(tmp_path):
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     paid = Counter(e.get("key") or e.get("key_id") or e.get("key_hash") for e in entries if e.get("status") == 200)
     assert sum(paid.values()) == 2 * 16 + 1, paid
+
+
+def test_train_from_store_cli(tmp_path, capsys):
+    """`copymark extract` then `copymark train pix2pix --from-store`: the surrogate trains on the answers."""
+    from copymark.cli import main
+    from copymark.data.samples import samples
+
+    data = tmp_path / "attacker"
+    for s in samples(["astronaut", "rocket"], max_side=96):
+        I.save_image(s.image, data / f"{s.name}.png")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({ATTACKER: {"budget": 6, "rate_per_s": 1000, "burst": 1000}}))
+    with BackgroundServer(create_app(load_victim("classical:stylize"), ServeSettings(keys_file=keys))) as srv:
+        assert main(["extract", "--victim-url", srv.url, "--api-key", ATTACKER, "--data", str(data), "--budget", "6",
+                     "--store", str(tmp_path / "store"), "--size", "32", "--quiet"]) == 0
+    run = tmp_path / "sur"
+    code = main(["train", "pix2pix", "--from-store", str(tmp_path / "store"), "--run-dir", str(run), "--size", "32",
+                 "--iters", "2", "--batch-size", "2", "--no-progress",
+                 "--net-config", '{"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4}}'])
+    assert code == 0, capsys.readouterr().err
+    assert len(I.list_images(run / "store_pairs" / "A")) == 6 == len(I.list_images(run / "store_pairs" / "B"))
+    from copymark.translate import load_translation_model
+
+    assert load_translation_model(run).scale == 1
+    # a super-resolution procedure on a style store is refused with a reason
+    code = main(["train", "srresnet", "--from-store", str(tmp_path / "store"), "--run-dir", str(tmp_path / "sr")])
+    assert code == 2 and "does not fit" in capsys.readouterr().err
+    code = main(["train", "pix2pix", "--from-store", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "x")])
+    assert code == 2 and "not a query store" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import typer
 
 TRAIN_HELP = """Train an image-translation model (pix2pix, cyclegan, ugatit, srresnet, srgan).
 
-Data layouts (--data DIR): pix2pix: DIR/A + DIR/B paired by file stem. cyclegan / ugatit: DIR/trainA + DIR/trainB (or DIR/A + DIR/B), unpaired. srresnet / srgan: DIR/HR (or DIR) with HR images; LR made by bicubic downscaling unless DIR/LR_x<scale> holds them.
+--from-store STORE trains pix2pix/srresnet/srgan on the (query, answer) pairs of a `copymark extract` store (hard links into RUN_DIR/store_pairs). Data layouts (--data DIR): pix2pix: DIR/A + DIR/B paired by file stem. cyclegan / ugatit: DIR/trainA + DIR/trainB (or DIR/A + DIR/B), unpaired. srresnet / srgan: DIR/HR (or DIR) with HR images; LR made by bicubic downscaling unless DIR/LR_x<scale> holds them.
 
 GAN images must be --size x --size (a multiple of the generator's stride) unless --resize-policy resize|center_crop|random_crop says what to do; SR trains on random --size HR crops. The run folder gets config.json, log.txt, losses.jsonl, samples/*.png and checkpoints/; --resume continues it exactly from its latest checkpoint. Under torchrun the same command trains with DDP on every process.
 """
@@ -40,6 +40,10 @@ class Policy(str, Enum):
 def train_command(
     kind: Kind = typer.Argument(..., help="procedure"),
     data: Optional[Path] = typer.Option(None, "--data", help="data folder (layouts above); not needed with --resume"),
+    from_store: Optional[Path] = typer.Option(
+        None, "--from-store", help="train on the (query, answer) pairs of a `copymark extract` query store instead of --data"
+    ),
+    victim_id: Optional[str] = typer.Option(None, "--victim-id", help="with --from-store: whose answers (needed when the store holds several victims)"),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
     size: int = typer.Option(256, "--size", help="training image side (SR: HR crop side)"),
     batch_size: int = typer.Option(1, "--batch-size", help="batch per process"),
@@ -77,8 +81,27 @@ def train_command(
             console.print("[yellow]note:[/] --resume uses the run's stored config; --data/--net-config are ignored")
         result = api.resume(run_dir, device=device, progress=progress, iters=iters)
     else:
+        if data is not None and from_store is not None:
+            raise ConfigError("give either --data or --from-store, not both")
+        if from_store is not None:
+            from copymark.extraction.surrogate import training_folder
+
+            if kind not in (Kind.pix2pix, Kind.srresnet, Kind.srgan):
+                raise ConfigError(
+                    f"--from-store trains a paired surrogate; {kind.value} is unpaired",
+                    hint="use pix2pix (style victims) or srresnet/srgan (super-resolution victims)",
+                )
+            sd = training_folder(from_store, run_dir / "store_pairs", victim_id)
+            if (sd.scale > 1) != (kind != Kind.pix2pix):
+                raise ConfigError(
+                    f"the store holds answers of a {'x%d super-resolution' % sd.scale if sd.scale > 1 else 'style'} victim; "
+                    f"{kind.value} does not fit",
+                    hint="pix2pix for style victims, srresnet/srgan for super-resolution victims",
+                )
+            console.print(f"training on {sd.n_pairs} (query, answer) pairs from {from_store} (laid out in {sd.folder})")
+            data = sd.folder
         if data is None:
-            raise ConfigError("--data is required to start a run", hint="pass --data DIR, or --resume to continue one")
+            raise ConfigError("--data (or --from-store) is required to start a run", hint="pass --data DIR, or --resume to continue one")
         overrides = api.parse_json_arg(net_config, "--net-config")
         if lr is not None:
             overrides["lr"] = lr
