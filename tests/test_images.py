@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from tests.conftest import require_shared
 from PIL import Image
 
 from copymark import images as im

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_shared
+from tests.conftest import require_shared
 from datahelpers import write_folder, write_image
 
 from copymark import images as im

@@ -88,7 +88,7 @@ def test_swd_zero_for_identical_symmetric_and_grows_with_noise_and_blur():
     a.update(x, None)
     b = SWD(seed=5)
     b.update(None, x)
-    a.desc["ref"], a.counts["ref"] = b.desc["ref"], b.counts["ref"]
+    a.store["ref"], a.counts["ref"] = b.store["ref"], b.counts["ref"]
     assert 0 < a.compute().avg < 0.5 * by_noise[2]
 
 
@@ -121,3 +121,25 @@ def test_swd_errors_and_joint_normalisation():
     # joint normalisation sees a global brightness change that per-set normalisation removes
     brighter = (x * 0.5 + 0.25)
     assert swd(x, brighter, normalize="joint").avg > 5 * swd(x, brighter, normalize="per_set").avg
+
+
+def test_descriptor_reservoir_is_a_uniform_sample():
+    from copymark.metrics.sliced_wasserstein import DescriptorReservoir
+
+    n, k, trials = 50, 10, 1000
+    counts = np.zeros(n)
+    g = torch.Generator().manual_seed(0)
+    items = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1)
+    for _ in range(trials):
+        r = DescriptorReservoir(k, g)
+        for start in range(0, n, 7):  # batches of 7, the cap falls inside one
+            r.add(items[start : start + 7])
+        got = r.get().flatten().long().numpy()
+        assert len(r) == k and len(set(got.tolist())) == k  # k distinct items
+        counts[got] += 1
+    freq = counts / trials
+    assert np.all(np.abs(freq - k / n) < 0.06), freq
+    everything = DescriptorReservoir(None, g)
+    everything.add(items[:20])
+    everything.add(items[20:])
+    assert torch.equal(everything.get(), items)

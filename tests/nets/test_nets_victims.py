@@ -19,7 +19,7 @@ from copymark.nets.victims import (
     load_style_candy,
     srgan_leftthomas_key_map,
 )
-from conftest import require_shared
+from tests.conftest import require_shared
 
 
 @pytest.fixture(scope="module")

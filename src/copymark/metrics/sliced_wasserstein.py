@@ -27,7 +27,8 @@ compare SWDs computed with the same seed and the same number of images.
 
 Memory: descriptors are 147 float32 per neighbourhood; with the defaults 1,000 images keep
 1000 x 128 x 147 x 4 B = 75 MB per level and set. ``max_descriptors`` (per level and set)
-bounds this by keeping a uniform random subset of the stream (a priority sample).
+bounds this by keeping a uniform random sample of the stream (reservoir sampling in a fixed
+buffer).
 """
 
 from __future__ import annotations
@@ -200,6 +201,62 @@ class SWDResult:
     n_images: int
 
 
+class DescriptorReservoir:
+    """Descriptors of one pyramid level of one set: all of them, or a uniform sample of at most
+    ``capacity`` (reservoir sampling, Vitter's algorithm R, vectorised per batch).
+
+    With a ``capacity`` the descriptors go into one buffer of that size, allocated once at the
+    first batch (``torch.empty``: pages become resident only as they are filled); once it is
+    full, later descriptors replace random slots in place. Memory stays at ``capacity``
+    descriptors and nothing is re-allocated (re-allocating chunks fragments the heap).
+    """
+
+    def __init__(self, capacity: int | None, generator: torch.Generator) -> None:
+        if capacity is not None and capacity < 1:
+            raise DataError(f"max_descriptors must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.generator = generator
+        self.n_seen = 0
+        self.chunks: list[torch.Tensor] = []
+        self.buffer: torch.Tensor | None = None
+
+    def add(self, d: torch.Tensor) -> None:
+        if self.capacity is None:
+            self.chunks.append(d)
+            self.n_seen += d.shape[0]
+            return
+        if self.buffer is None:
+            self.buffer = torch.empty((self.capacity, *d.shape[1:]), dtype=d.dtype)
+        if self.n_seen < self.capacity:
+            take = min(d.shape[0], self.capacity - self.n_seen)
+            self.buffer[self.n_seen : self.n_seen + take] = d[:take]
+            self.n_seen += take
+            d = d[take:]
+            if d.shape[0] == 0:
+                return
+        assert self.buffer is not None
+        m = d.shape[0]
+        t = self.n_seen + torch.arange(m, dtype=torch.float64)  # 0-based stream index of each new one
+        j = torch.floor(torch.rand(m, generator=self.generator, dtype=torch.float64) * (t + 1)).long()
+        self.n_seen += m
+        hit = torch.nonzero(j < self.capacity).flatten()
+        if hit.numel() == 0:
+            return
+        # several new descriptors may draw one slot: the last one wins, as in the sequential algorithm
+        slots = j[hit].flip(0)
+        uniq, first = np.unique(slots.numpy(), return_index=True)
+        src = hit.flip(0)[torch.from_numpy(first)]
+        self.buffer[torch.from_numpy(uniq)] = d[src]
+
+    def get(self) -> torch.Tensor:
+        if self.buffer is not None:
+            return self.buffer[: len(self)]
+        return torch.cat(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+
+    def __len__(self) -> int:
+        return self.n_seen if self.capacity is None else min(self.n_seen, self.capacity)
+
+
 class SWD:
     """Streaming SWD between two image sets: ``update(pred, ref)`` per batch, ``compute()`` at the end.
 
@@ -233,8 +290,7 @@ class SWD:
         # one generator per set, seeded alike: paired same-size images get the same neighbourhood
         # positions and directions (common random numbers), so SWD(x, x) is exactly 0
         self.generators = {w: torch.Generator().manual_seed(self.seed) for w in ("pred", "ref")}
-        self.desc: dict[str, list[list[torch.Tensor]]] = {"pred": [], "ref": []}
-        self.keys: dict[str, list[list[torch.Tensor]]] = {"pred": [], "ref": []}
+        self.store: dict[str, list[DescriptorReservoir]] = {"pred": [], "ref": []}
         self.counts = {"pred": 0, "ref": 0}
         self.resolutions: list[tuple[int, int]] = []
 
@@ -267,29 +323,12 @@ class SWD:
             levels = laplacian_pyramid(batch, self._levels_for(h, w))
             if not self.resolutions:
                 self.resolutions = [tuple(lv.shape[-2:]) for lv in levels]  # type: ignore[misc]
-            store = self.desc[which]
-            keys = self.keys[which]
+            store = self.store[which]
             if not store:
-                store.extend([] for _ in levels)
-                keys.extend([] for _ in levels)
+                store.extend(DescriptorReservoir(self.max_descriptors, self.generators[which]) for _ in levels)
             for i, lv in enumerate(levels):
-                d = sample_descriptors(lv, self.nhoods_per_image, self.nhood_size, self.generators[which])
-                store[i].append(d)
-                if self.max_descriptors is not None:
-                    keys[i].append(torch.rand(d.shape[0], generator=self.generators[which]))
-                    self._shrink(store[i], keys[i])
+                store[i].add(sample_descriptors(lv, self.nhoods_per_image, self.nhood_size, self.generators[which]))
             self.counts[which] += batch.shape[0]
-
-    def _shrink(self, store: list[torch.Tensor], keys: list[torch.Tensor]) -> None:
-        """Keep the ``max_descriptors`` with the smallest random keys: a uniform sample of the stream."""
-        assert self.max_descriptors is not None
-        total = sum(k.numel() for k in keys)
-        if total <= self.max_descriptors + self.max_descriptors // 4:  # shrink lazily (amortised O(1))
-            return
-        d, k = torch.cat(store), torch.cat(keys)
-        keep = torch.topk(k, self.max_descriptors, largest=False).indices
-        store[:] = [d[keep]]
-        keys[:] = [k[keep]]
 
     def update(self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None) -> None:
         if pred is not None and len(pred):
@@ -297,21 +336,14 @@ class SWD:
         if ref is not None and len(ref):
             self._add("ref", ref)
 
-    def _final(self, which: str, i: int) -> torch.Tensor:
-        d = torch.cat(self.desc[which][i])
-        if self.max_descriptors is not None and d.shape[0] > self.max_descriptors:
-            k = torch.cat(self.keys[which][i])
-            d = d[torch.topk(k, self.max_descriptors, largest=False).indices]
-        return d
-
     def compute(self) -> SWDResult:
         if min(self.counts.values()) < 1:
             raise DataError(f"SWD needs images in both sets, got {self.counts['pred']} and {self.counts['ref']}")
         gen = torch.Generator().manual_seed(self.seed + 1)
         dists = []
         n_desc = 0
-        for i in range(len(self.desc["ref"])):
-            a, b = self._final("pred", i), self._final("ref", i)
+        for i in range(len(self.store["ref"])):
+            a, b = self.store["pred"][i].get(), self.store["ref"][i].get()
             m = min(a.shape[0], b.shape[0])
             if a.shape[0] > m:
                 a = a[torch.randperm(a.shape[0], generator=gen)[:m]]
