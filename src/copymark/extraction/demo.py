@@ -52,6 +52,7 @@ class DemoSettings:
     budget: int = 600
     strategy: str = "diverse"
     query_size: int = 128  # style: query crops of 128 px; SR: LR crops of 32 px (HR 128)
+    train_size: int = 64  # random training crops of the answers (cheaper steps, same pixels)
     iters: int = 700
     batch_size: int = 8
     ngf: int = 32
@@ -151,13 +152,14 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
         echo(f"[4/5] training the surrogate on {data.n_pairs} (query, answer) pairs, {settings.iters} iterations")
         if settings.task == "style":
             overrides = {"generator": {"num_downs": 5, "ngf": settings.ngf},
-                         "discriminator": {"ndf": settings.ngf, "n_layers": 2}}
-            cfg = make_train_config("pix2pix", data.folder, overrides, size=settings.query_size,
-                                    iters=settings.iters, batch_size=settings.batch_size, seed=settings.seed,
-                                    progress=progress, log_every=50)
+                         "discriminator": {"ndf": max(4, settings.ngf // 2), "n_layers": 2}}
+            policy = "random_crop" if settings.train_size < settings.query_size else "error"
+            cfg = make_train_config("pix2pix", data.folder, overrides, size=settings.train_size,
+                                    resize_policy=policy, iters=settings.iters, batch_size=settings.batch_size,
+                                    seed=settings.seed, progress=progress, log_every=50)
         else:
             overrides = {"generator": {"n_blocks": 6, "nf": settings.ngf}}
-            cfg = make_train_config("srresnet", data.folder, overrides, size=settings.query_size,
+            cfg = make_train_config("srresnet", data.folder, overrides, size=settings.train_size,
                                     iters=settings.iters, batch_size=settings.batch_size, seed=settings.seed,
                                     progress=progress, log_every=50)
         result = train(cfg, run_dir / "surrogate")

@@ -110,7 +110,9 @@ def summary(values: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str,
     from copymark.stats.bootstrap import bootstrap_ci
 
     arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)] if np.isfinite(arr).any() else arr
+    if arr.size and not np.isfinite(arr).any():  # e.g. PSNR of outputs identical to the reference
+        return {"mean": float(arr[0]) if np.all(arr == arr[0]) else None, "std": 0.0, "n": int(arr.size), "ci95": None}
+    arr = arr[np.isfinite(arr)]
     n = int(arr.size)
     if n == 0:
         return {"mean": None, "std": None, "n": 0, "ci95": None}
