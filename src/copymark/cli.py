@@ -42,7 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",  # docstrings reflow as paragraphs; lists and `code` render
 )
 
 _state = {"debug": False}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,20 +47,37 @@ def test_demo_cli_rejects_unknown_task(tmp_path, capsys):
     assert code == 2 and "unknown demo task" in err and "Traceback" not in err
 
 
+def _latest_run(root: Path, task: str) -> dict:
+    runs = sorted(root.glob(f"demo-{task}-*"))
+    assert len(runs) == 1, runs
+    return json.loads((runs[0] / "metrics.json").read_text())
+
+
 @pytest.mark.slow
-def test_full_demo_copies_the_victim(tmp_path):
-    """The README's main job at its default settings: table B clearly beats both trivial baselines."""
-    report = run_demo(DemoSettings(), tmp_path, progress=False, echo=lambda *_: None)
-    h = _metrics(report)["headline"]["test"]
+def test_full_demo_copies_the_victim(tmp_path, capsys):
+    """`make demo` as the README runs it: table B clearly beats both trivial baselines."""
+    assert main(["demo", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "report: " in out and "surrogate vs" in out
+    m = _latest_run(tmp_path, "style")
+    h = m["headline"]["test"]
     assert h["surrogate_vs_victim"] >= h["identity_vs_victim"] + 2.0, h
     assert h["surrogate_vs_victim"] >= h["untrained_vs_victim"] + 2.0, h
+    gain = m["sets"]["test"]["baselines"]["identity_vs_victim"]["psnr_rgb"]["paired_gain"]
+    assert gain["ci95"][0] > 0, gain  # every resample of the test photos gains over the identity
+    print(json.dumps({"headline": h, "timings_s": m["timings_s"]}))
 
 
 @pytest.mark.slow
-def test_full_sr_demo(tmp_path):
-    report = run_demo(replace(DemoSettings(task="sr"), budget=300, iters=300), tmp_path, progress=False,
-                      echo=lambda *_: None)
-    m = _metrics(report)
+def test_full_sr_demo(tmp_path, capsys):
+    """`copymark demo --task sr`: B clearly beats bicubic; C (vs ground truth) close to A."""
+    assert main(["demo", "--task", "sr", "--runs", str(tmp_path)]) == 0
+    m = _latest_run(tmp_path, "sr")
     assert m["task"] == "sr" and m["scale"] == 4
     h = m["headline"]["test"]
-    assert h["surrogate_vs_victim"] > h["identity_vs_victim"], h
+    assert h["metric"] == "psnr_y"
+    assert h["surrogate_vs_victim"] >= h["identity_vs_victim"] + 2.0, h
+    assert h["surrogate_vs_victim"] >= h["untrained_vs_victim"] + 2.0, h
+    t = m["sets"]["test"]["tables"]
+    assert abs(t["C"]["metrics"]["psnr_y"]["mean"] - t["A"]["metrics"]["psnr_y"]["mean"]) < 0.5, t
+    print(json.dumps({"headline": h, "timings_s": m["timings_s"]}))

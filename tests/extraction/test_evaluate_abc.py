@@ -96,6 +96,12 @@ def test_style_tables_match_skimage_and_baselines(tmp_path):
     # the identity baseline is the input vs the victim's answer
     ident = [_skimage_psnr_ssim(out / "input" / f"{s}.png", out / "victim" / f"{s}.png")[0] for s in stems]
     assert t["baselines"]["identity_vs_victim"]["psnr_rgb"]["mean"] == pytest.approx(np.mean(ident), abs=1e-4)
+    # the paired gain is B minus the baseline image by image (same images, same victim answers)
+    gain = t["baselines"]["identity_vs_victim"]["psnr_rgb"]["paired_gain"]
+    diffs = [p - q for (p, _), q in zip(per, ident)]
+    assert gain["n"] == 3 and gain["mean"] == pytest.approx(np.mean(diffs), abs=1e-4)
+    assert gain["std"] == pytest.approx(np.std(diffs, ddof=1), abs=1e-4)
+    assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
     # victim answers through the API equal the victim in process (8-bit round trip is lossless)
     v = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
     x = I.load_image(out / "input" / "astronaut.png")

@@ -54,3 +54,35 @@ def test_srgan_discriminator_any_size_and_paper_layout_at_96():
         f = net.features(torch.rand(1, 3, 96, 96))
     assert f.shape[-2:] == (6, 6)
     assert torch.equal(net.pool(f), f)
+
+
+def test_srresnet_image_skip_starts_as_bicubic_and_learns_a_residual():
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    net = SRResNet(scale=4, n_blocks=2, nf=8, image_skip=True).eval()
+    x = torch.rand(2, 3, 12, 10)
+    up = F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        assert torch.equal(net(x), up)  # untrained: exactly bicubic upscaling
+    # same parameter count as without the skip (it adds no weights)
+    assert count_parameters(net) == count_parameters(SRResNet(scale=4, n_blocks=2, nf=8))
+    # a few steps towards a sharpened target move the output off bicubic and lower the loss
+    target = (up + 0.5 * (up - F.avg_pool2d(up, 3, 1, 1, count_include_pad=False))).clamp(0, 1)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(80):
+        loss = F.mse_loss(net(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0]
+    net.eval()
+    with torch.no_grad():
+        y = net(x)
+    assert y.min() >= 0 and y.max() <= 1 and not torch.equal(y, up)
+    scripted = torch.jit.script(net)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), y, atol=1e-6)

@@ -88,3 +88,19 @@ def test_reading_sentence_verdicts():
     t3 = reading_sentence("test", s3)
     assert "better than bicubic upscaling" in t3 and "means alone" in t3
     assert reading_sentence("test", {"tables": {"B": {"metrics": {}}}}) is None
+
+
+def test_reading_sentence_prefers_the_paired_difference():
+    # overlapping CIs, but every image gains: the paired CI excludes 0 and decides
+    b = _entry(16.4, 14.3, 19.5)
+    ident = {**_entry(12.7, 11.0, 14.5), "paired_gain": _entry(3.7, 2.9, 4.4)}
+    unt = {**_entry(16.0, 14.0, 18.0), "paired_gain": _entry(0.4, -0.5, 1.2)}
+    worse = {**_entry(17.0, 15.0, 19.0), "paired_gain": _entry(-0.6, -0.9, -0.2)}
+    s = {"tables": {"B": {"metrics": {"psnr_rgb": b}}},
+         "baselines": {"identity_vs_victim": {"psnr_rgb": ident}, "untrained_vs_victim": {"psnr_rgb": unt}}}
+    text = reading_sentence("test", s)
+    assert "better than the identity map" in text
+    assert "not distinguishable from an untrained surrogate" in text
+    assert "per-image difference (n = 10 images) excluding 0" in text and "non-overlapping" not in text
+    s["baselines"]["untrained_vs_victim"]["psnr_rgb"] = worse
+    assert "worse than an untrained surrogate" in reading_sentence("test", s)

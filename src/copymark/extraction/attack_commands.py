@@ -28,7 +28,7 @@ def evaluate(
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth: paired by stem (SR: HR images), or a folder of target-style images (unpaired)."),
     benchmark: Optional[Path] = typer.Option(None, "--benchmark", help="A second, benchmark set (same layout as --test)."),
     benchmark_gt: Optional[Path] = typer.Option(None, "--benchmark-gt", help="Ground truth of the benchmark set."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder to write (default runs/evaluate-<time>)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder to write (default runs/evaluate-DATE-TIME)."),
     inception_weights: Optional[Path] = typer.Option(
         None, "--inception-weights", envvar="COPYMARK_INCEPTION_WEIGHTS",
         help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; without it only SWD is reported."),
@@ -71,7 +71,7 @@ def learning_curve(
     iters: int = typer.Option(300, "--iters", min=1, help="Training iterations per point (same for every point)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default runs/learning-curve-<time>)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default runs/learning-curve-DATE-TIME)."),
 ) -> None:
     """Table-B quality against queries spent, per query-selection strategy (JSON + plot)."""
     from copymark.extraction.learning_curve import parse_fractions, run_learning_curve
@@ -110,8 +110,6 @@ def demo(
     from copymark.extraction.demo import DemoSettings, run_demo
 
     s = DemoSettings(task=task, strategy=strategy, seed=seed)  # type: ignore[arg-type]
-    if task == "sr":
-        s = replace(s, **SR_DEFAULTS)
     if budget is not None:
         s = replace(s, budget=budget)
     if iters is not None:
@@ -119,9 +117,6 @@ def demo(
     report = run_demo(s, runs_root, echo=typer.echo)
     _print_tables(report.parent)
     typer.echo(f"report: {report}")
-
-
-SR_DEFAULTS: dict[str, object] = {}
 
 
 def register(app: typer.Typer) -> None:

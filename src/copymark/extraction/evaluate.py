@@ -317,9 +317,9 @@ def evaluate_set(
     if tab_a is not None and tab_c is not None:
         tables["A"] = tab_a.result(n_boot, seed)
         tables["C"] = tab_c.result(n_boot, seed)
-    baselines = {"identity_vs_victim": base_id.result(n_boot, seed)["metrics"]}
+    baselines = {"identity_vs_victim": _with_paired_gain(base_id, tab_b, n_boot, seed)}
     if base_un is not None:
-        baselines["untrained_vs_victim"] = base_un.result(n_boot, seed)["metrics"]
+        baselines["untrained_vs_victim"] = _with_paired_gain(base_un, tab_b, n_boot, seed)
     return {
         "n": len(inputs),
         "paired_gt": paired,
@@ -327,6 +327,23 @@ def evaluate_set(
         "tables": {k: tables[k] for k in ("A", "B", "C") if k in tables},
         "baselines": baselines,
     }
+
+
+def _with_paired_gain(base: _Table, tab_b: _Table, n_boot: int, seed: int) -> dict[str, Any]:
+    """A baseline's metric summaries, each with ``paired_gain``: table B minus the baseline, image
+    by image (mean, std, n, bootstrap 95% CI of the mean difference).
+
+    Both score the same images against the same victim answers, so the paired difference is the
+    right comparison: it removes the between-image spread that makes two separate CIs overlap.
+    """
+    metrics = base.result(n_boot, seed)["metrics"]
+    for key, entry in metrics.items():
+        b, v = tab_b.values.get(key), base.values.get(key)
+        if not b or not v or len(b) != len(v):
+            continue
+        diffs = [x - y for x, y in zip(b, v) if math.isfinite(x) and math.isfinite(y)]
+        entry["paired_gain"] = summary(diffs, n_boot, seed)
+    return metrics
 
 
 def headline(result: dict[str, Any], task: Task) -> dict[str, float | None]:

@@ -110,6 +110,7 @@ class SRResNetConfig(StrictModel):
     n_blocks: Annotated[int, Field(ge=0)] = 16
     nf: Pos = 64
     batch_norm: bool = True
+    image_skip: bool = False  # residual on the bicubic upscale (VDSR / MSRResNet style); not the paper's
 
 
 class SRGANDiscConfig(StrictModel):
@@ -216,7 +217,7 @@ def build_net(config: NetConfig) -> nn.Module:
         case SRResNetConfig():
             from copymark.nets.srresnet import SRResNet
 
-            return SRResNet(config.scale, config.n_blocks, config.nf, config.batch_norm)
+            return SRResNet(config.scale, config.n_blocks, config.nf, config.batch_norm, image_skip=config.image_skip)
         case SRGANDiscConfig():
             from copymark.nets.srresnet import SRGANDiscriminator
 

@@ -42,7 +42,8 @@ METRIC_INFO: dict[str, tuple[str, bool, str, int]] = {
 METRIC_ORDER = tuple(METRIC_INFO)
 
 # metrics preferred, in order, when one number has to stand for a table
-HEADLINE_METRICS = ("psnr_rgb", "psnr_y", "psnr", "ssim_rgb", "ssim_y", "ssim", "swd", "lpips", "kid", "fid")
+# SR results are read on Y (the protocol of the SR literature); style results on RGB
+HEADLINE_METRICS = ("psnr_y", "psnr_rgb", "psnr", "ssim_y", "ssim_rgb", "ssim", "swd", "lpips", "kid", "fid")
 
 BASELINE_NAMES = {
     "identity_vs_victim": "the identity map",
@@ -186,9 +187,11 @@ def _ci(entry: Any) -> tuple[float, float] | None:
 def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
     """One plain-language sentence: table B against each trivial baseline, on a shared metric.
 
-    The surrogate counts as better (or worse) than a baseline only when the two 95% CIs do not
-    overlap (or, without CIs, by the means alone, which the sentence then says). Returns None
-    when there is no table B or no baseline with a metric in common.
+    The surrogate counts as better (or worse) than a baseline when the 95% CI of the per-image
+    paired difference (``paired_gain``, written by ``copymark evaluate``) excludes 0; for older
+    metrics without it, when the two 95% CIs do not overlap; without CIs, by the means alone.
+    The sentence says which rule decided. Returns None when there is no table B or no baseline
+    with a metric in common.
     """
     tables = set_metrics.get("tables") or {}
     b = (tables.get("B") or {}).get("metrics") or {}
@@ -209,7 +212,8 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
     assert bval is not None
     bci = _ci(b[metric])
     parts: list[str] = []
-    any_ci_missing = bci is None
+    any_ci_missing = False
+    paired_basis = overlap_basis = False
     for key, base in sorted(baselines.items()):
         if metric not in base or _center(base[metric]) is None:
             continue
@@ -217,7 +221,18 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
         assert v is not None
         vci = _ci(base[metric])
         diff = bval - v
-        if bci is not None and vci is not None:
+        gain = base[metric].get("paired_gain") if isinstance(base[metric], dict) else None
+        gci = _ci(gain) if isinstance(gain, dict) else None
+        if gci is not None:  # per-image paired difference: its CI decides
+            paired_basis = True
+            if (gci[0] > 0) if hib else (gci[1] < 0):
+                verdict = "better than"
+            elif (gci[1] < 0) if hib else (gci[0] > 0):
+                verdict = "worse than"
+            else:
+                verdict = "not distinguishable from"
+        elif bci is not None and vci is not None:
+            overlap_basis = True
             if (bci[0] > vci[1]) if hib else (bci[1] < vci[0]):
                 verdict = "better than"
             elif (bci[1] < vci[0]) if hib else (bci[0] > vci[1]):
@@ -228,11 +243,19 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
             any_ci_missing = True
             better = diff > 0 if hib else diff < 0
             verdict = "better than" if better else ("equal to" if diff == 0 else "worse than")
-        parts.append(f"{verdict} {baseline_name(key)} ({fmt(v, d)}{u}; difference {diff:+.{d}f}{u})")
+        diff_ci = f", 95% CI [{gci[0]:+.{d}f}, {gci[1]:+.{d}f}]{u}" if gci is not None else ""
+        parts.append(f"{verdict} {baseline_name(key)} ({fmt(v, d)}{u}; difference {diff:+.{d}f}{u}{diff_ci})")
     if not parts:
         return None
     joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    basis = "by the means alone (no confidence intervals given)" if any_ci_missing else "judged by non-overlapping 95% confidence intervals"
+    bases = []
+    if paired_basis:
+        bases.append(f"the 95% bootstrap CI of the per-image difference (n = {b[metric].get('n', '?')} images) excluding 0")
+    if overlap_basis:
+        bases.append("non-overlapping 95% confidence intervals")
+    if any_ci_missing:
+        bases.append("the means alone (no confidence intervals given)")
+    basis = "judged by " + " and ".join(bases)
     return (
         f"On the {set_name} set, the surrogate reproduces the victim at {metric_label(metric)} "
         f"{fmt(bval, d)}{u}, which is {joined}, {basis}."

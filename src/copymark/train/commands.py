@@ -10,7 +10,12 @@ import typer
 
 TRAIN_HELP = """Train an image-translation model (pix2pix, cyclegan, ugatit, srresnet, srgan).
 
---from-store STORE trains pix2pix/srresnet/srgan on the (query, answer) pairs of a `copymark extract` store (hard links into RUN_DIR/store_pairs). Data layouts (--data DIR): pix2pix: DIR/A + DIR/B paired by file stem. cyclegan / ugatit: DIR/trainA + DIR/trainB (or DIR/A + DIR/B), unpaired. srresnet / srgan: DIR/HR (or DIR) with HR images; LR made by bicubic downscaling unless DIR/LR_x<scale> holds them.
+Data layouts (--data DIR):
+
+- pix2pix: DIR/A + DIR/B, paired by file stem.
+- cyclegan, ugatit: DIR/trainA + DIR/trainB (or DIR/A + DIR/B), unpaired.
+- srresnet, srgan: DIR/HR (or DIR) with HR images; LR made by bicubic downscaling unless DIR/LR_xN (N = the scale) holds them.
+- --from-store STORE instead of --data: pix2pix, srresnet or srgan on the (query, answer) pairs of a `copymark extract` store (hard links into RUN_DIR/store_pairs).
 
 GAN images must be --size x --size (a multiple of the generator's stride) unless --resize-policy resize|center_crop|random_crop says what to do; SR trains on random --size HR crops. The run folder gets config.json, log.txt, losses.jsonl, samples/*.png and checkpoints/; --resume continues it exactly from its latest checkpoint. Under torchrun the same command trains with DDP on every process.
 """
