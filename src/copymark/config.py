@@ -58,3 +58,19 @@ def load_config(model: type[M], path: str | Path) -> M:
     except json.JSONDecodeError as err:
         raise ConfigError(f"{p}: not valid JSON ({err})") from None
     return parse_config(model, data, where=str(p))
+
+
+def parse_json_arg(text: str | None, what: str, example: str = '{"generator": {"ngf": 32}}') -> dict[str, Any]:
+    """A JSON object given inline (``'{...}'``) or as a path to a .json file (CLI ``--net-config``)."""
+    if not text:
+        return {}
+    p = Path(text)
+    if not text.lstrip().startswith("{") and p.is_file():
+        text = p.read_text()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{what}: not valid JSON ({err})", hint=f"e.g. '{example}' or a path to a .json file") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{what}: expected a JSON object, got {type(obj).__name__}")
+    return obj

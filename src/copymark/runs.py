@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import copymark
-from copymark.checkpoints import atomic_write_json
+from copymark.files import atomic_write_json
 from copymark.errors import CopymarkError
 
 CONFIG = "config.json"

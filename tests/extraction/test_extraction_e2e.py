@@ -6,7 +6,6 @@ and rerun; no input reaches the victim twice, no answer is lost, the store is in
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ import torch
 
 from copymark.cli import main as cli_main
 from copymark.extraction.campaign import kcenter_order, run_campaign, select_order
-from copymark.extraction.oracle import OracleClient, RetryPolicy
+from copymark.extraction.oracle import RetryPolicy
 from copymark.extraction.store import QueryStore
 from copymark.extraction.victims import Victim, function_victim, load_victim
 from copymark.images import decode_image_bytes, quantize

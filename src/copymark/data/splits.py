@@ -24,7 +24,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
-from copymark.checkpoints import atomic_write_json
+from copymark.files import atomic_write_json
 from copymark.errors import DataError
 
 SPLITS = ("train", "val", "test")

@@ -76,7 +76,7 @@ def learning_curve(
     """Table-B quality against queries spent, per query-selection strategy (JSON + plot)."""
     from copymark.extraction.learning_curve import parse_fractions, run_learning_curve
     from copymark.runs import new_run_dir
-    from copymark.train.api import parse_json_arg
+    from copymark.config import parse_json_arg
 
     rd = run_dir or new_run_dir("runs", "learning-curve")
     curve = run_learning_curve(

@@ -182,7 +182,7 @@ class _Table:
 async def _fetch_victim(
     url: str, api_key: str, todo: list[tuple[str, bytes]], out_dir: Path, concurrency: int
 ) -> None:
-    from copymark.checkpoints import atomic_write_bytes
+    from copymark.files import atomic_write_bytes
     from copymark.extraction.oracle import OracleClient
 
     async with OracleClient(url, api_key, concurrency=concurrency) as client:

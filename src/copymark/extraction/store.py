@@ -18,14 +18,13 @@ Training code reads pairs with :meth:`QueryStore.pairs` (``[(input_path, answer_
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from copymark.errors import DataError
+from copymark.files import atomic_write_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (
@@ -48,22 +47,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, atomic rename (as :func:`copymark.checkpoints.atomic_write_bytes`,
-    repeated here so the attacker's client never imports torch: ``copymark extract`` starts in a second)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -53,7 +53,7 @@ def metrics_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from copymark.checkpoints import atomic_write_json
+    from copymark.files import atomic_write_json
     from copymark.metrics.folders import compare_folders, pair_folders
 
     console = Console()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import copymark
-from copymark.checkpoints import atomic_write_bytes
+from copymark.files import atomic_write_bytes
 from copymark.errors import CopymarkError
 from copymark.report import grids, plots
 from copymark.report.tables import TableBlock, reading_sentence, set_rows

@@ -70,7 +70,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="CSV file to write"),
 ) -> None:
     """Write all answers of a study as CSV (the schema `analyze` and `simulate` use)."""
-    from copymark.checkpoints import atomic_write_bytes
+    from copymark.files import atomic_write_bytes
     from copymark.study.analysis import load_ratings
     from copymark.study.store import rows_to_csv
 

@@ -142,7 +142,7 @@ def create_study(victim_dir: str | Path, surrogate_dir: str | Path, style_exampl
                  input_dir: str | Path | None = None, title: str = "Image style study",
                  question: str = DEFAULT_QUESTION, scale_labels: list[str] | None = None) -> StudyConfig:
     """Build a study folder at ``out`` (must not exist or be empty); returns its config."""
-    from copymark.checkpoints import atomic_write_json
+    from copymark.files import atomic_write_json
     from copymark.images import list_images
 
     out = Path(out)

@@ -31,7 +31,6 @@ A run folder holds ``config.json`` (procedure + loop + data config), ``env.json`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -89,22 +88,6 @@ def procedure_config(kind: str, overrides: dict[str, Any] | None = None, where: 
         return _ADAPTER.validate_python(_deep_merge(defaults, overrides))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where), hint=f"keys of {kind}: {', '.join(sorted(defaults))}") from None
-
-
-def parse_json_arg(text: str | None, what: str) -> dict[str, Any]:
-    """A JSON object given inline or as a path to a .json file."""
-    if not text:
-        return {}
-    p = Path(text)
-    if not text.lstrip().startswith("{") and p.is_file():
-        text = p.read_text()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{what}: not valid JSON ({err})", hint='e.g. \'{"generator": {"ngf": 32}}\' or a path to a .json file') from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{what}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def build_procedure(config: Any, iters: int) -> Procedure:

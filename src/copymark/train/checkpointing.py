@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from copymark.checkpoints import atomic_write_bytes, atomic_write_json
+from copymark.files import atomic_write_bytes, atomic_write_json
 from copymark.errors import WeightsError
 
 CHECKPOINTS = "checkpoints"

@@ -78,6 +78,7 @@ def train_command(
     from rich.console import Console
 
     from copymark.errors import ConfigError
+    from copymark.config import parse_json_arg
     from copymark.train import api
 
     console = Console(stderr=True)
@@ -107,7 +108,7 @@ def train_command(
             data = sd.folder
         if data is None:
             raise ConfigError("--data (or --from-store) is required to start a run", hint="pass --data DIR, or --resume to continue one")
-        overrides = api.parse_json_arg(net_config, "--net-config")
+        overrides = parse_json_arg(net_config, "--net-config")
         if lr is not None:
             overrides["lr"] = lr
         if kind == Kind.srgan:

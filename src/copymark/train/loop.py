@@ -689,6 +689,6 @@ def _truncate_losses(path: Path, upto: int) -> None:
     if not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iteration", 0) <= upto]
-    from copymark.checkpoints import atomic_write_bytes
+    from copymark.files import atomic_write_bytes
 
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

@@ -18,30 +18,14 @@ from typing import Any, Optional
 
 import typer
 
+from copymark.config import parse_json_arg
+
 stego_app = typer.Typer(
     help="Whole-image steganography (En2D, GglNet, LSB) and steganalysis (XuNet, YeNet, SRNet).",
     no_args_is_help=True,
 )
 
 CODEC_HELP = "a codec checkpoint folder (e.g. RUN/codec from `stego train`), or `lsb` for the classical baseline"
-
-
-def _json_arg(text: str | None, what: str) -> dict[str, Any]:
-    """A JSON object given inline or as a path to a .json file."""
-    from copymark.errors import ConfigError
-
-    if not text:
-        return {}
-    p = Path(text)
-    if not text.lstrip().startswith("{") and p.is_file():
-        text = p.read_text()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{what}: not valid JSON ({err})", hint='e.g. \'{"width": 8}\' or a path to a .json file') from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{what}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def _need(value: Any, flag: str, why: str = "") -> Any:
@@ -108,7 +92,7 @@ def train_cmd(
         from copymark.config import format_validation_error
 
         try:
-            proc = stego_train_config(kind, lr=lr, beta=beta, **_json_arg(net_config, "--net-config"))
+            proc = stego_train_config(kind, lr=lr, beta=beta, **parse_json_arg(net_config, "--net-config", '{"width": 8}'))
             bs = int(STUDY_DEFAULTS[kind]["batch_size"]) if batch_size is None else batch_size
             loop = LoopConfig(iters=iters, batch_size=bs, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress)  # type: ignore[arg-type]
             data = StegoDataConfig(covers=str(covers), secrets=str(secrets), size=size, limit=limit, holdout=holdout)
@@ -233,7 +217,7 @@ def detect_train_cmd(
         _need(covers, "--covers")
         _need(stegos, "--stegos")
         try:
-            proc = steganalysis_train_config(kind, lr=lr, **_json_arg(net_config, "--net-config"))
+            proc = steganalysis_train_config(kind, lr=lr, **parse_json_arg(net_config, "--net-config", '{"width": 8}'))
             proc.augment = augment
             loop = LoopConfig(iters=iters, batch_size=batch_size, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress)  # type: ignore[arg-type]
             data = DetectDataConfig(covers=str(covers), stegos=str(stegos), limit=limit, holdout=holdout)

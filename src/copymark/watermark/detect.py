@@ -159,7 +159,7 @@ def detect_folders(
     """
     import csv
 
-    from copymark.checkpoints import atomic_write_bytes, atomic_write_json
+    from copymark.files import atomic_write_bytes, atomic_write_json
 
     model, config, _ = load_steganalyzer(model_dir, map_location=device)
     rows: list[dict[str, Any]] = []
