@@ -54,9 +54,12 @@ def test_learning_curve_end_to_end(tmp_path):
             victim_url=srv.url, api_key=ATTACKER, eval_api_key=EVALUATOR, data_dir=data, test_dir=test, budget=16,
             run_dir=tmp_path / "run", strategies=["random", "diverse"], fractions=[Fraction(1, 2), Fraction(1)],
             train_overrides={"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 1}},
-            size=32, iters=2, batch_size=2, n_boot=100, progress=False, echo=lambda *_: None,
+            size=64, train_size=32, iters=2, batch_size=2, n_boot=100, progress=False, echo=lambda *_: None,
         )
     pts = curve["points"]
+    # 64 px queries, surrogates trained on random 32 px crops of the answers
+    sur_cfg = json.loads((tmp_path / "run" / "surrogates" / "random-8" / "config.json").read_text())
+    assert sur_cfg["data"]["size"] == 32 and sur_cfg["data"]["resize_policy"] == "random_crop"
     assert [(p["strategy"], p["queries"]) for p in pts] == [("random", 8), ("random", 16), ("diverse", 8), ("diverse", 16)]
     assert all(p["value"] is not None and p["identity"] is not None for p in pts)
     saved = json.loads((tmp_path / "run" / "learning_curve.json").read_text())

@@ -67,7 +67,8 @@ def learning_curve(
     strategies: str = typer.Option("random,diverse", "--strategies", help="Comma-separated query-selection strategies."),
     procedure: str = typer.Option("pix2pix", "--procedure", help="Surrogate procedure: pix2pix (style) or srresnet (SR)."),
     net_config: Optional[str] = typer.Option(None, "--net-config", help="JSON overrides of the procedure config."),
-    size: int = typer.Option(128, "--size", help="Training crop size (style: also the query size; SR: HR size)."),
+    size: int = typer.Option(128, "--size", help="Query crop size (style; SR: the HR size of a query's answer)."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="Training crop size (default --size; style: smaller means random crops of the answers)."),
     iters: int = typer.Option(300, "--iters", min=1, help="Training iterations per point (same for every point)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -83,7 +84,7 @@ def learning_curve(
         victim_url=victim_url, api_key=api_key, eval_api_key=eval_api_key, data_dir=data, test_dir=test,
         budget=budget, run_dir=rd, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
         fractions=parse_fractions(fractions), procedure=procedure,
-        train_overrides=parse_json_arg(net_config, "--net-config"), size=size, iters=iters, batch_size=batch_size,
+        train_overrides=parse_json_arg(net_config, "--net-config"), size=size, train_size=train_size, iters=iters, batch_size=batch_size,
         seed=seed,
     )
     for p in curve["points"]:

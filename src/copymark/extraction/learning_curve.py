@@ -55,6 +55,7 @@ def run_learning_curve(
     procedure: str = "pix2pix",
     train_overrides: dict[str, Any] | None = None,
     size: int = 128,
+    train_size: int | None = None,
     iters: int = 300,
     batch_size: int = 8,
     seed: int = 0,
@@ -82,8 +83,8 @@ def run_learning_curve(
     budgets = sorted({max(1, int(budget * f)) for f in fractions})
     config = {"command": "learning-curve", "victim_url": victim_url, "data": str(data_dir), "test": str(test_dir),
               "budget": budget, "budgets": budgets, "strategies": strategies, "procedure": procedure,
-              "train_overrides": train_overrides or {}, "size": size, "iters": iters, "batch_size": batch_size,
-              "seed": seed}
+              "train_overrides": train_overrides or {}, "size": size, "train_size": train_size or size, "iters": iters,
+              "batch_size": batch_size, "seed": seed}
     run = create_run(run_dir, config, "cpu", seed)
     info = asyncio.run(victim_info(victim_url, api_key))
     task = "sr" if info.get("task") == "sr" else "style"
@@ -100,8 +101,10 @@ def run_learning_curve(
                                     size=size if task == "style" else size // scale, seed=seed, progress=progress)
             tag = f"{strategy}-{m}"
             data = training_folder(store, run.path / "data" / tag, campaign.victim_id)
-            cfg = make_train_config(procedure, data.folder, train_overrides, size=size, iters=iters,
-                                    batch_size=batch_size, seed=seed, progress=progress, log_every=50)
+            tsize = train_size or size
+            policy = {"resize_policy": "random_crop"} if task == "style" and tsize < size else {}
+            cfg = make_train_config(procedure, data.folder, train_overrides, size=tsize, iters=iters,
+                                    batch_size=batch_size, seed=seed, progress=progress, log_every=50, **policy)
             train(cfg, run.path / "surrogates" / tag)
             surrogate = load_translation_model(run.path / "surrogates" / tag, "cpu")
             res = evaluate_set(test_set, task=task, scale=scale, victim_url=victim_url, api_key=eval_key,  # type: ignore[arg-type]
