@@ -137,3 +137,30 @@ def test_bf16_autocast_path_on_cpu(paired_dir, tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
         api.train(_cfg("pix2pix", paired_dir, loop={"iters": 1, "amp": "fp16"}), tmp_path / "run2")
     assert not (tmp_path / "run2").exists()  # refused before a run folder was made
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,amp", [("pix2pix", "bf16"), ("cyclegan", "fp16"), ("ugatit", "bf16"), ("srresnet", "fp16")])
+def test_procedure_trains_on_cuda_with_amp(kind, amp, tmp_path, paired_dir, unpaired_dir, sr_dir):
+    """GPU by configuration: AMP + channels_last; the exported net runs on CPU and on CUDA alike."""
+    data = {"pix2pix": paired_dir, "cyclegan": unpaired_dir, "ugatit": unpaired_dir, "srresnet": sr_dir}[kind]
+    cfg = _cfg(kind, data, loop={"iters": 4, "device": "cuda", "amp": amp, "channels_last": True})
+    res = api.train(cfg, tmp_path / "run")
+    assert res.iterations == 4
+    assert all(torch.isfinite(torch.tensor(v)) for v in res.last_losses.values())
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert "cuda" in json.dumps(env).lower()
+    x = torch.rand(1, 3, 32, 32)
+    cpu = load_translation_model(tmp_path / "run", "cpu")(x)
+    gpu = load_translation_model(tmp_path / "run", "cuda")(x.cuda()).cpu()
+    assert torch.allclose(cpu, gpu, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_resume_on_cuda_continues_training(paired_dir, tmp_path):
+    run = tmp_path / "run"
+    api.train(_cfg("pix2pix", paired_dir, loop={"iters": 2, "device": "cuda", "save_every": 1}), run)
+    res = api.resume(run, device="cuda", progress=False, iters=4)
+    assert res.iterations == 4
+    rows = [json.loads(x) for x in (run / "losses.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
