@@ -69,6 +69,18 @@ def test_learning_curve_end_to_end(tmp_path):
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     paid = Counter(e.get("key") or e.get("key_id") or e.get("key_hash") for e in entries if e.get("status") == 200)
     assert sum(paid.values()) == 2 * 16 + 1, paid
+    # each point is a prefix of the full-budget campaign: the diverse store at 16 holds exactly
+    # the 16 crops a fresh diverse campaign with the whole budget picks
+    from copymark.extraction.campaign import crop_png, select_order
+    from copymark.extraction.store import QueryStore, sha256_hex
+
+    fresh = {sha256_hex(crop_png(c, 64)) for c in select_order(data, 64, 16, "diverse", 0, n=16)}
+    store = QueryStore(tmp_path / "run" / "store-diverse")
+    try:
+        (victim_id,) = {json.loads(store.get_meta("campaign"))["victim_id"]}
+        assert store.answered(victim_id) == fresh
+    finally:
+        store.close()
 
 
 def test_train_from_store_cli(tmp_path, capsys):

@@ -224,8 +224,16 @@ def run_campaign(
     retry: RetryPolicy | None = None,
     pool_factor: float = 4.0,
     progress: bool = True,
+    plan_budget: int | None = None,
 ) -> CampaignResult:
-    """Query the victim at ``victim_url`` with up to ``budget`` crops of ``data_dir``; see the module doc."""
+    """Query the victim at ``victim_url`` with up to ``budget`` crops of ``data_dir``; see the module doc.
+
+    ``plan_budget`` (default ``budget``) is the budget the selection order is planned for: a
+    learning curve plans for its full budget and spends it in steps, so each smaller campaign is
+    a prefix of the full one (the diverse order depends on the pool, which depends on the budget).
+    """
+    if plan_budget is not None and plan_budget < budget:
+        raise ConfigError(f"plan_budget ({plan_budget}) must be at least the budget ({budget})")
     if budget < 0:
         raise ConfigError(f"budget must be >= 0, got {budget}")
     if size < 8:
@@ -233,12 +241,12 @@ def run_campaign(
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown query-selection strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
     return asyncio.run(_campaign(victim_url, api_key, Path(data_dir), budget, Path(store_dir), strategy, size, seed,
-                                 concurrency, retry or RetryPolicy(), pool_factor, progress))
+                                 concurrency, retry or RetryPolicy(), pool_factor, progress, plan_budget or budget))
 
 
 async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, store_dir: Path, strategy: str,
                     size: int, seed: int, concurrency: int, retry: RetryPolicy, pool_factor: float,
-                    progress: bool) -> CampaignResult:
+                    progress: bool, plan_budget: int) -> CampaignResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     t0 = time.perf_counter()
@@ -255,7 +263,7 @@ async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, 
             items: list[tuple[bytes, str]] = []
             if remaining > 0:
                 # the first `budget` picks, plus room for answers this store got from other orders
-                for c in select_order(data_dir, size, budget, strategy, seed, pool_factor, n=budget + len(done)):
+                for c in select_order(data_dir, size, plan_budget, strategy, seed, pool_factor, n=budget + len(done)):
                     png = crop_png(c, size)
                     if sha256_hex(png) in done:
                         continue
@@ -263,7 +271,7 @@ async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, 
                     if len(items) >= remaining:
                         break
             store.set_meta("campaign", json.dumps({"victim_url": victim_url, "victim_id": victim_id, "strategy": strategy,
-                                                   "size": size, "seed": seed, "budget": budget, "data_dir": str(data_dir),
+                                                   "size": size, "seed": seed, "budget": budget, "plan_budget": plan_budget, "data_dir": str(data_dir),
                                                    "task": info.get("task"), "scale": info.get("scale")}))
             if progress and items:
                 with Progress(TextColumn("[bold]extract[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

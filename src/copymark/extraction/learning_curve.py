@@ -98,7 +98,8 @@ def run_learning_curve(
         for m in budgets:
             echo(f"learning curve: {strategy}, {m} queries")
             campaign = run_campaign(victim_url, api_key, data_dir, m, store, strategy=strategy,
-                                    size=size if task == "style" else size // scale, seed=seed, progress=progress)
+                                    size=size if task == "style" else size // scale, seed=seed, progress=progress,
+                                    plan_budget=max(budgets))  # each point a prefix of the full campaign
             tag = f"{strategy}-{m}"
             data = training_folder(store, run.path / "data" / tag, campaign.victim_id)
             tsize = train_size or size
