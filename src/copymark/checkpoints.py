@@ -9,7 +9,6 @@ state dict. Third-party ``.pth`` state dicts are read only through
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -22,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 import copymark
 from copymark.errors import WeightsError
-from copymark.files import atomic_write_json
+from copymark.files import atomic_write_json, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -87,10 +86,7 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     for f in (wf, cf):
         if not f.is_file():
             raise WeightsError(f"checkpoint {d} has no {f.name}", hint="a copymark checkpoint is a folder with model.safetensors + config.json")
-    try:
-        meta = json.loads(cf.read_text())
-    except json.JSONDecodeError as err:
-        raise WeightsError(f"{cf}: not valid JSON ({err})") from None
+    meta = read_json(cf, WeightsError)
     if not isinstance(meta, dict) or "config" not in meta or "kind" not in meta.get("config", {}):
         raise WeightsError(f"{cf}: not a copymark checkpoint config (no config.kind)")
     try:

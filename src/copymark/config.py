@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from copymark.errors import ConfigError
+from copymark.files import read_json
 
 
 class StrictModel(BaseModel):
@@ -53,11 +54,7 @@ def load_config(model: type[M], path: str | Path) -> M:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}", hint="check the path")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{p}: not valid JSON ({err})") from None
-    return parse_config(model, data, where=str(p))
+    return parse_config(model, read_json(p, ConfigError), where=str(p))
 
 
 def parse_json_arg(text: str | None, what: str, example: str = '{"generator": {"ngf": 32}}') -> dict[str, Any]:

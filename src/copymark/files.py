@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from copymark.errors import CopymarkError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
@@ -31,3 +33,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Indented, key-sorted JSON, written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: str | Path, error: type[CopymarkError] = CopymarkError) -> Any:
+    """Parse a JSON file; invalid JSON raises ``error`` naming the file.
+
+    A missing file is left to the caller (``FileNotFoundError``), which knows what the file is
+    for and how to make one.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err})") from None

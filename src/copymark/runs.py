@@ -13,7 +13,6 @@ A run is resumed by pointing at its folder: :func:`open_run` reads ``config.json
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 import copymark
+from copymark import files
 from copymark.files import atomic_write_json
 from copymark.errors import CopymarkError
 
@@ -98,11 +98,9 @@ class Run:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
+        return files.read_json(path)
     except FileNotFoundError:
         raise CopymarkError(f"missing {path}", hint="is this a copymark run folder?") from None
-    except json.JSONDecodeError as err:
-        raise CopymarkError(f"{path}: not valid JSON ({err})") from None
 
 
 def _logger(path: Path) -> logging.Logger:

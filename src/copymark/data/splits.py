@@ -16,7 +16,6 @@ keys of each split, so an experiment's exact split can be reread later
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
-from copymark.files import atomic_write_json
+from copymark.files import atomic_write_json, read_json
 from copymark.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -131,10 +130,7 @@ def read_split_manifest(path: str | Path) -> SplitManifest:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"split manifest not found: {p}", hint="write one with write_split_manifest")
-    try:
-        obj = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{p}: not valid JSON ({err})") from None
+    obj = read_json(p, DataError)
     if not isinstance(obj, dict) or obj.get("format") != MANIFEST_FORMAT:
         raise DataError(f"{p}: not a copymark split manifest (format {MANIFEST_FORMAT!r} expected)")
     if obj.get("hash_method") != HASH_METHOD:

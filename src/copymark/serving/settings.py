@@ -8,13 +8,13 @@ the keys file (``<keys>.usage.sqlite`` unless ``usage_db`` says otherwise).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field
 
 from copymark.config import StrictModel, parse_config
 from copymark.errors import ConfigError
+from copymark.files import read_json
 
 
 class KeyPolicy(StrictModel):
@@ -52,10 +52,7 @@ def load_keys(path: Path) -> dict[str, KeyPolicy]:
     if not p.is_file():
         raise ConfigError(f"keys file not found: {p}",
                           hint='write JSON like {"my-secret-key": {"budget": 1000, "rate_per_s": 5, "burst": 10}}')
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{p}: not valid JSON ({err})") from None
+    raw = read_json(p, ConfigError)
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{p}: expected a non-empty JSON object mapping API keys to their limits")
     keys: dict[str, KeyPolicy] = {}

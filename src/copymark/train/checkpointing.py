@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from copymark.files import atomic_write_bytes, atomic_write_json
+from copymark.files import atomic_write_bytes, atomic_write_json, read_json
 from copymark.errors import WeightsError
 
 CHECKPOINTS = "checkpoints"
@@ -130,11 +130,7 @@ def read_state(folder: Path) -> dict[str, Any]:
     for f in (jf, tf):
         if not f.is_file():
             raise WeightsError(f"training checkpoint {folder} has no {f.name}", hint="is the checkpoint complete?")
-    try:
-        encoded = json.loads(jf.read_text())
-    except json.JSONDecodeError as err:
-        raise WeightsError(f"{jf}: not valid JSON ({err})") from None
-    return decode_state(encoded, load_file(str(tf)))
+    return decode_state(read_json(jf, WeightsError), load_file(str(tf)))
 
 
 # ---------------------------------------------------------------------------------------------
