@@ -37,6 +37,7 @@ import torch
 
 from copymark.extraction.victims import load_victim
 from copymark.images import encode_png
+from copymark.serving.server import wait_healthy
 
 KEY = "benchmark-key-0001"
 
@@ -143,16 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "cpu_count": os.cpu_count(), "levels": {}}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-            time.sleep(0.2)
+        try:
+            wait_healthy(url, proc, timeout=120, poll_s=0.2)
+        except RuntimeError as err:
+            raise SystemExit(f"server did not start: {err}") from None
         asyncio.run(hammer(url, pngs[: min(8, len(pngs))], 2))  # warm-up (model, connections)
         with httpx.Client(base_url=url) as hc:  # the HTTP floor on this machine: a request that does nothing
             rtt = []

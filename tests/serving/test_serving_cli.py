@@ -16,6 +16,7 @@ import httpx
 from servehelpers import KEY, auth, rand_png, write_keys
 
 from copymark.cli import main
+from copymark.serving.server import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,16 +61,7 @@ def test_copymark_serve_subprocess(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+        wait_healthy(url, proc, timeout=60)
         r = httpx.post(f"{url}/v1/translate", content=rand_png(32, 32), headers=auth())
         assert r.status_code == 200 and r.headers["x-budget-remaining"] == "4"
         assert httpx.get(f"{url}/v1/info").json()["task"] == "style"

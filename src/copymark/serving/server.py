@@ -8,6 +8,7 @@ benchmarks and ``copymark demo``; ``stop()`` shuts it down gracefully.
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 
@@ -76,3 +77,26 @@ def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -
     sock = bind_socket(host, port)
     config = uvicorn.Config(app, log_level=log_level, lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0, poll_s: float = 0.1) -> None:
+    """Block until ``GET {url}/v1/health`` answers 200 (a ``copymark serve`` started elsewhere).
+
+    Raises :class:`RuntimeError` when ``proc`` (the server process, if given) exits first, with
+    the tail of its stderr, or when ``timeout`` seconds pass.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited with status {proc.returncode} before {url} was healthy: {err}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server at {url} not healthy after {timeout:g} s")
+        time.sleep(poll_s)
