@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all bench install chromium clean help
+.PHONY: demo test lint test-slow test-all bench install chromium clean help
 
 help:
 	@echo "make demo       create .venv, install copymark, run 'copymark demo' on built-in data"
-	@echo "make test       install if needed, then run the default test tier (not slow, not gpu)"
+	@echo "make test       install if needed, lint (ruff, import-linter), then run the default test tier (not slow, not gpu)"
+	@echo "make lint       ruff check, ruff format --check and the import-linter layer contracts"
 	@echo "make test-slow  the slow tier (real pretrained victims, full-scale runs)"
 	@echo "make bench      run the benchmark scripts in benchmarks/ (JSON on stdout)"
 
@@ -34,7 +35,13 @@ chromium:
 demo: $(STAMP)
 	$(VENV)/bin/copymark demo
 
-test: $(STAMP) chromium
+# Lint (ruff check + format) and the layer contracts (import-linter): a wrong arrow fails the test run.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+test: lint chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP) chromium

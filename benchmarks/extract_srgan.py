@@ -133,11 +133,16 @@ def in_process_outputs(net: torch.nn.Module, set_dir: Path, device: str) -> dict
             y = I.quantize(net(x).clamp(0, 1))[0].cpu()
         g = I.load_image(set_dir / "HR" / f.name)
         outs[f.stem] = y
-        per[f.stem] = {"psnr_y": float(psnr(y, g, y_channel=True, crop_border=4)[0]),
-                       "ssim_y": float(ssim(y, g, y_channel=True, crop_border=4)[0])}
-    return {"outputs": outs, "per_image": per,
-            "psnr_y": _mean([v["psnr_y"] for v in per.values()]),
-            "ssim_y": _mean([v["ssim_y"] for v in per.values()])}
+        per[f.stem] = {
+            "psnr_y": float(psnr(y, g, y_channel=True, crop_border=4)[0]),
+            "ssim_y": float(ssim(y, g, y_channel=True, crop_border=4)[0]),
+        }
+    return {
+        "outputs": outs,
+        "per_image": per,
+        "psnr_y": _mean([v["psnr_y"] for v in per.values()]),
+        "ssim_y": _mean([v["ssim_y"] for v in per.values()]),
+    }
 
 
 def compare_answers(api_dir: Path, outs: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -175,12 +180,19 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
     names = {"test": "Set5", "benchmark": "Set14"}
     out: dict[str, Any] = {}
     for key, res in metrics["sets"].items():
-        tabs = {t: {k: _metric(res, t, k) for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")} for t in ("A", "B", "C")}
-        base = {name: {k: (v.get(k) or {}).get("mean") for k in ("psnr_y", "ssim_y")} for name, v in res["baselines"].items()}
+        tabs = {
+            t: {k: _metric(res, t, k) for k in ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")} for t in ("A", "B", "C")
+        }
+        base = {
+            name: {k: (v.get(k) or {}).get("mean") for k in ("psnr_y", "ssim_y")}
+            for name, v in res["baselines"].items()
+        }
         a, c = tabs["A"]["psnr_y"], tabs["C"]["psnr_y"]
         gap = None if a is None or c is None else a - c
         out[names.get(key, key)] = {
-            "n": res["n"], "tables": tabs, "baselines": base,
+            "n": res["n"],
+            "tables": tabs,
+            "baselines": base,
             "gap_C_vs_A_db": gap,
             "goal_within_0.5_db": None if gap is None else bool(gap <= GOAL_GAP_DB),
         }
@@ -190,12 +202,12 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(o: Options) -> dict[str, Any]:
     """The whole pipeline (see the module docstring); returns the result dict."""
     from copymark import images as I
+    from copymark.client.pairs import training_folder
     from copymark.extraction.campaign import run_campaign
     from copymark.extraction.evaluate import run_evaluation
-    from copymark.extraction.surrogate import training_folder
-    from copymark.extraction.victims import load_victim
     from copymark.nets.victims import load_srgan_x4
     from copymark.serving.app import create_app
+    from copymark.serving.models import load_model
     from copymark.serving.server import BackgroundServer
     from copymark.serving.settings import ServeSettings
     from copymark.train.api import make_train_config, train
@@ -241,30 +253,55 @@ def run(o: Options) -> dict[str, Any]:
     keys = out / "server" / "keys.json"
     keys.parent.mkdir(parents=True, exist_ok=True)
     n_eval = sum(len(I.list_images(d / "LR_x4")) for d in sets.values())
-    keys.write_text(json.dumps({
-        ATTACKER_KEY: {"budget": o.queries, "rate_per_s": 10000, "burst": 10000},
-        EVALUATOR_KEY: {"budget": 4 * n_eval, "rate_per_s": 10000, "burst": 10000},
-    }))
-    victim = load_victim(str(ts_path), o.device)
-    settings = ServeSettings(keys_file=keys, request_log=out / "server" / "requests.jsonl",
-                             inference_timeout_s=600.0, max_pixels=1024 * 1024)
+    keys.write_text(
+        json.dumps(
+            {
+                ATTACKER_KEY: {"budget": o.queries, "rate_per_s": 10000, "burst": 10000},
+                EVALUATOR_KEY: {"budget": 4 * n_eval, "rate_per_s": 10000, "burst": 10000},
+            }
+        )
+    )
+    victim = load_model(str(ts_path), o.device)
+    settings = ServeSettings(
+        keys_file=keys, request_log=out / "server" / "requests.jsonl", inference_timeout_s=600.0, max_pixels=1024 * 1024
+    )
     del net
     with BackgroundServer(create_app(victim, settings)) as server:
         lap("serve_start")
         # 4. extraction
-        campaign = run_campaign(server.url, ATTACKER_KEY, o.attacker_data, o.queries, out / "store",
-                                strategy=o.strategy, size=o.size, seed=o.seed, concurrency=o.concurrency,
-                                progress=o.progress)
+        campaign = run_campaign(
+            server.url,
+            ATTACKER_KEY,
+            o.attacker_data,
+            o.queries,
+            out / "store",
+            strategy=o.strategy,
+            size=o.size,
+            seed=o.seed,
+            concurrency=o.concurrency,
+            progress=o.progress,
+        )
         lap("extract")
         # 5. the surrogate
         data = training_folder(out / "store", out / "surrogate_data", campaign.victim_id)
         train_size = o.train_size or 4 * o.size
-        overrides = {"generator": {"n_blocks": o.blocks, "nf": o.nf, "batch_norm": o.batch_norm,
-                                   "image_skip": o.image_skip},
-                     "lr": o.lr, "decay_start": o.decay_start}
-        cfg = make_train_config("srresnet", data.folder, overrides, size=train_size, iters=o.iters,
-                                batch_size=o.batch_size, seed=o.seed, device=o.device, progress=o.progress,
-                                log_every=max(1, o.iters // 50))
+        overrides = {
+            "generator": {"n_blocks": o.blocks, "nf": o.nf, "batch_norm": o.batch_norm, "image_skip": o.image_skip},
+            "lr": o.lr,
+            "decay_start": o.decay_start,
+        }
+        cfg = make_train_config(
+            "srresnet",
+            data.folder,
+            overrides,
+            size=train_size,
+            iters=o.iters,
+            batch_size=o.batch_size,
+            seed=o.seed,
+            device=o.device,
+            progress=o.progress,
+            log_every=max(1, o.iters // 50),
+        )
         trained = train(cfg, out / "surrogate")
         lap("train")
         # 6. tables A/B/C through the API
@@ -274,10 +311,19 @@ def run(o: Options) -> dict[str, Any]:
 
             sur_path = out / "surrogate.pt"
             torch.jit.script(load_translation_model(out / "surrogate", "cpu").net).save(str(sur_path))
-        metrics = run_evaluation(victim_url=server.url, api_key=EVALUATOR_KEY, surrogate_path=sur_path,
-                                 test_dir=o.test_set, benchmark_dir=o.benchmark_set, run_dir=out / "eval",
-                                 device=o.device, n_boot=o.n_boot, seed=o.seed, progress=o.progress,
-                                 extra={"queries": {"spent": campaign.answered_total, "budget": o.queries}})
+        metrics = run_evaluation(
+            victim_url=server.url,
+            api_key=EVALUATOR_KEY,
+            surrogate_path=sur_path,
+            test_dir=o.test_set,
+            benchmark_dir=o.benchmark_set,
+            run_dir=out / "eval",
+            device=o.device,
+            n_boot=o.n_boot,
+            seed=o.seed,
+            progress=o.progress,
+            extra={"queries": {"spent": campaign.answered_total, "budget": o.queries}},
+        )
         lap("evaluate")
 
     sets_out = summarize(metrics)
@@ -286,7 +332,8 @@ def run(o: Options) -> dict[str, Any]:
     for name, ref in inproc.items():
         api_psnr = sets_out[name]["tables"]["A"]["psnr_y"]
         api_vs_inproc[name] = {
-            "psnr_y_api": api_psnr, "psnr_y_in_process": ref["psnr_y"],
+            "psnr_y_api": api_psnr,
+            "psnr_y_in_process": ref["psnr_y"],
             "ssim_y_in_process": ref["ssim_y"],
             "diff_db": None if api_psnr is None else api_psnr - ref["psnr_y"],
             "pixels": compare_answers(out / "eval" / "outputs" / set_dirs[name] / "victim", ref["outputs"]),
@@ -295,33 +342,68 @@ def run(o: Options) -> dict[str, Any]:
     goal = {name: s["goal_within_0.5_db"] for name, s in sets_out.items()}
     times["total"] = round(time.perf_counter() - t_all, 2)
     result: dict[str, Any] = {
-        "victim": {"weights": str(o.weights), "params": n_params, "torchscript": str(ts_path),
-                   "torchscript_vs_eager": ts_check, "victim_id": campaign.victim_id},
+        "victim": {
+            "weights": str(o.weights),
+            "params": n_params,
+            "torchscript": str(ts_path),
+            "torchscript_vs_eager": ts_check,
+            "victim_id": campaign.victim_id,
+        },
         "reference_figures_issue": ISSUE_FIGURES,
         "api_vs_in_process": api_vs_inproc,
         "sets": sets_out,
-        "goal": {"target_gap_db": GOAL_GAP_DB, "study_gap_db": STUDY_GAP_DB, "met": goal,
-                 "all_met": all(bool(v) for v in goal.values())},
-        "queries": {"spent": campaign.answered_total, "budget": o.queries, "size_lr": o.size,
-                    "size_hr": 4 * o.size, "strategy": o.strategy, "data": str(o.attacker_data),
-                    "failed": campaign.counts.get("failed", 0), "new_this_run": campaign.answered_total - campaign.already_answered,
-                    "reused_store_of": str(o.reuse) if o.reuse else None,
-                    "reused_run_extract_wall_s": _earlier_extract_time(o.reuse)},
-        "surrogate": {"kind": "srresnet", "blocks": o.blocks, "nf": o.nf, "batch_norm": o.batch_norm, "image_skip": o.image_skip,
-                      "iters": o.iters, "batch_size": o.batch_size, "train_size_hr": train_size, "lr": o.lr,
-                      "decay_start": o.decay_start, "pairs": data.n_pairs,
-                      "last_losses": trained.last_losses, "train_seconds": round(trained.seconds, 1),
-                      "images_per_second": round(trained.images_per_second, 2)},
-        "device": o.device, "torch_threads": torch.get_num_threads(), "seed": o.seed,
-        "wall_s": times, "out": str(out), **o.extra,
+        "goal": {
+            "target_gap_db": GOAL_GAP_DB,
+            "study_gap_db": STUDY_GAP_DB,
+            "met": goal,
+            "all_met": all(bool(v) for v in goal.values()),
+        },
+        "queries": {
+            "spent": campaign.answered_total,
+            "budget": o.queries,
+            "size_lr": o.size,
+            "size_hr": 4 * o.size,
+            "strategy": o.strategy,
+            "data": str(o.attacker_data),
+            "failed": campaign.counts.get("failed", 0),
+            "new_this_run": campaign.answered_total - campaign.already_answered,
+            "reused_store_of": str(o.reuse) if o.reuse else None,
+            "reused_run_extract_wall_s": _earlier_extract_time(o.reuse),
+        },
+        "surrogate": {
+            "kind": "srresnet",
+            "blocks": o.blocks,
+            "nf": o.nf,
+            "batch_norm": o.batch_norm,
+            "image_skip": o.image_skip,
+            "iters": o.iters,
+            "batch_size": o.batch_size,
+            "train_size_hr": train_size,
+            "lr": o.lr,
+            "decay_start": o.decay_start,
+            "pairs": data.n_pairs,
+            "last_losses": trained.last_losses,
+            "train_seconds": round(trained.seconds, 1),
+            "images_per_second": round(trained.images_per_second, 2),
+        },
+        "device": o.device,
+        "torch_threads": torch.get_num_threads(),
+        "seed": o.seed,
+        "wall_s": times,
+        "out": str(out),
+        **o.extra,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output folder (store, surrogate run, evaluation, result.json)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (store, surrogate run, evaluation, result.json)"
+    )
     p.add_argument("--queries", type=int, default=5000, help="attacker queries (Tiny-ImageNet has 5000 images)")
     p.add_argument("--size", type=int, default=64, help="LR query side (64: whole Tiny-ImageNet images; HR = 4x)")
     p.add_argument("--strategy", choices=("random", "diverse"), default="random")
@@ -331,10 +413,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--blocks", type=int, default=16, help="SRResNet residual blocks")
     p.add_argument("--nf", type=int, default=64, help="SRResNet channels")
     p.add_argument("--no-bn", action="store_true", help="SRResNet without BatchNorm")
-    p.add_argument("--image-skip", action="store_true",
-                   help="SRResNet predicts a residual on the bicubic upscale (learns far faster on CPU)")
+    p.add_argument(
+        "--image-skip",
+        action="store_true",
+        help="SRResNet predicts a residual on the bicubic upscale (learns far faster on CPU)",
+    )
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--decay-start", type=float, default=0.5, help="LR x0.1 from this fraction of --iters on (1: constant)")
+    p.add_argument(
+        "--decay-start", type=float, default=0.5, help="LR x0.1 from this fraction of --iters on (1: constant)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -344,9 +431,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--weights", type=Path, default=Options.weights)
     p.add_argument("--attacker-data", type=Path, default=Options.attacker_data)
     p.add_argument("--test-set", type=Path, default=Options.test_set, help="HR/ + LR_x4/ folder (the Set5 role)")
-    p.add_argument("--benchmark-set", type=Path, default=Options.benchmark_set, help="HR/ + LR_x4/ folder (the Set14 role)")
-    p.add_argument("--reuse", type=Path, default=None,
-                   help="an earlier run's --out: reuse its TorchScript victim and query store (answers already paid for)")
+    p.add_argument(
+        "--benchmark-set", type=Path, default=Options.benchmark_set, help="HR/ + LR_x4/ folder (the Set14 role)"
+    )
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier run's --out: reuse its TorchScript victim and query store (answers already paid for)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     if a.threads:
@@ -354,13 +447,33 @@ def parse_args(argv: list[str] | None = None) -> Options:
     sets = tuple(s for s in a.in_process_sets.split(",") if s)
     if not set(sets) <= {"Set5", "Set14"}:
         p.error("--in-process-sets takes Set5 and/or Set14")
-    return Options(out=a.out, weights=a.weights, attacker_data=a.attacker_data,
-                   test_set=a.test_set, benchmark_set=a.benchmark_set, queries=a.queries, size=a.size,
-                   strategy=a.strategy, iters=a.iters, batch_size=a.batch_size, train_size=a.train_size,
-                   blocks=a.blocks, nf=a.nf, batch_norm=not a.no_bn, image_skip=a.image_skip, lr=a.lr, decay_start=a.decay_start,
-                   device=a.device, seed=a.seed, n_boot=a.n_boot, in_process_sets=sets, progress=not a.quiet,
-                   untrained_baseline=not a.no_untrained_baseline, reuse=a.reuse,
-                   extra={"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])})
+    return Options(
+        out=a.out,
+        weights=a.weights,
+        attacker_data=a.attacker_data,
+        test_set=a.test_set,
+        benchmark_set=a.benchmark_set,
+        queries=a.queries,
+        size=a.size,
+        strategy=a.strategy,
+        iters=a.iters,
+        batch_size=a.batch_size,
+        train_size=a.train_size,
+        blocks=a.blocks,
+        nf=a.nf,
+        batch_norm=not a.no_bn,
+        image_skip=a.image_skip,
+        lr=a.lr,
+        decay_start=a.decay_start,
+        device=a.device,
+        seed=a.seed,
+        n_boot=a.n_boot,
+        in_process_sets=sets,
+        progress=not a.quiet,
+        untrained_baseline=not a.no_untrained_baseline,
+        reuse=a.reuse,
+        extra={"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,8 +35,8 @@ import httpx
 import numpy as np
 import torch
 
-from copymark.extraction.victims import load_victim
 from copymark.images import encode_png
+from copymark.serving.models import load_model
 from copymark.serving.server import wait_healthy
 
 KEY = "benchmark-key-0001"
@@ -60,8 +60,13 @@ def make_resnet9(folder: Path, ngf: int) -> str:
 
 def stats(latencies: list[float], n: int, seconds: float) -> dict[str, float]:
     lat = np.asarray(latencies)
-    return {"rps": n / seconds, "p50_ms": float(np.percentile(lat, 50) * 1000),
-            "p99_ms": float(np.percentile(lat, 99) * 1000), "seconds": seconds, "n": n}
+    return {
+        "rps": n / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1000),
+        "p99_ms": float(np.percentile(lat, 99) * 1000),
+        "seconds": seconds,
+        "n": n,
+    }
 
 
 async def hammer(url: str, pngs: list[bytes], concurrency: int) -> dict[str, float]:
@@ -69,8 +74,10 @@ async def hammer(url: str, pngs: list[bytes], concurrency: int) -> dict[str, flo
     errors = 0
     it = iter(range(len(pngs)))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
-                                 limits=limits) as c:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120, limits=limits
+    ) as c:
+
         async def worker() -> None:
             nonlocal errors
             for i in it:
@@ -97,7 +104,7 @@ def direct(victim, x: torch.Tensor, batch: int, device: str) -> dict[str, float]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         t = time.perf_counter()
-        y = victim(x[i:i + batch])
+        y = victim(x[i : i + batch])
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         _ = y
@@ -107,8 +114,11 @@ def direct(victim, x: torch.Tensor, batch: int, device: str) -> dict[str, float]
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--victim", default="classical:stylize?sigma_s=20&sigma_r=0.3",
-                    help="victim SPEC, or 'resnet9' for a random-init ResNet-9 generator")
+    ap.add_argument(
+        "--victim",
+        default="classical:stylize?sigma_s=20&sigma_r=0.3",
+        help="victim SPEC, or 'resnet9' for a random-init ResNet-9 generator",
+    )
     ap.add_argument("--ngf", type=int, default=64, help="ResNet-9 width (with --victim resnet9)")
     ap.add_argument("--size", type=int, default=64, help="square input size in pixels")
     ap.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
@@ -116,9 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads in the server and in the direct run (same for both; 0: torch's default). "
-                         "1 by default: on a shared, oversubscribed CPU, OpenMP spin-waiting makes 2+ threads erratic")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in the server and in the direct run (same for both; 0: torch's default). "
+        "1 by default: on a shared, oversubscribed CPU, OpenMP spin-waiting makes 2+ threads erratic",
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -134,14 +148,44 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
-    cmd = [sys.executable, "-m", "copymark.cli", "serve", "--victim", spec, "--keys", str(tmp / "keys.json"),
-           "--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--queue-size", str(max(64, 2 * max(levels))), "--max-pixels", str(args.size * args.size),
-           "--device", args.device, "--log-level", "warning", "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "copymark.cli",
+        "serve",
+        "--victim",
+        spec,
+        "--keys",
+        str(tmp / "keys.json"),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(args.max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+        "--queue-size",
+        str(max(64, 2 * max(levels))),
+        "--max-pixels",
+        str(args.size * args.size),
+        "--device",
+        args.device,
+        "--log-level",
+        "warning",
+        "--threads",
+        str(args.threads),
+    ]
     url = f"http://127.0.0.1:{port}"
-    result: dict = {"victim": args.victim, "size": args.size, "requests": args.requests, "device": args.device,
-                    "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "torch_threads": torch.get_num_threads(),
-                    "cpu_count": os.cpu_count(), "levels": {}}
+    result: dict = {
+        "victim": args.victim,
+        "size": args.size,
+        "requests": args.requests,
+        "device": args.device,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "levels": {},
+    }
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         try:
@@ -155,17 +199,23 @@ def main(argv: list[str] | None = None) -> dict:
                 t = time.perf_counter()
                 hc.get("/v1/health")
                 rtt.append(time.perf_counter() - t)
-        result["health_rtt_ms"] = {"p50": float(np.percentile(rtt, 50) * 1000), "p99": float(np.percentile(rtt, 99) * 1000)}
+        result["health_rtt_ms"] = {
+            "p50": float(np.percentile(rtt, 50) * 1000),
+            "p99": float(np.percentile(rtt, 99) * 1000),
+        }
         for c in levels:
             result["levels"][str(c)] = {"server": asyncio.run(hammer(url, pngs, c))}
         metrics = httpx.get(f"{url}/metrics").text
-        bs = [ln for ln in metrics.splitlines() if ln.startswith("copymark_batch_size_sum") or
-              ln.startswith("copymark_batch_size_count")]
+        bs = [
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith("copymark_batch_size_sum") or ln.startswith("copymark_batch_size_count")
+        ]
         result["server_batches"] = {ln.split()[0]: float(ln.split()[1]) for ln in bs}
     finally:
         proc.terminate()
         proc.wait(30)
-    victim = load_victim(spec, args.device)
+    victim = load_model(spec, args.device)
     shutil.rmtree(tmp, ignore_errors=True)
     for c in levels:
         d = direct(victim, x, min(c, args.max_batch), args.device)

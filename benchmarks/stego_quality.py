@@ -60,7 +60,10 @@ def link_folder(files: list[Path], folder: Path) -> Path:
 
 
 def brief(q: dict) -> dict:
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "values"} if isinstance(v, dict) and "values" in v else v) for k, v in q.items()}
+    return {
+        k: ({kk: vv for kk, vv in v.items() if kk != "values"} if isinstance(v, dict) and "values" in v else v)
+        for k, v in q.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from copymark.stego.codecs import LSBCodec, LSBCodecConfig
+    from copymark.stego.imagesets import load_image_set
+    from copymark.stego.quality import quality_report
+    from copymark.stego.training import StegoDataConfig, StegoRunConfig, train_codec
     from copymark.train.loop import LoopConfig
     from copymark.train.stego import STUDY_DEFAULTS, stego_train_config
-    from copymark.watermark.codecs import LSBCodec, LSBCodecConfig
-    from copymark.watermark.imagesets import load_image_set
-    from copymark.watermark.quality import quality_report
-    from copymark.watermark.training import StegoDataConfig, StegoRunConfig, train_codec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,13 +119,20 @@ def main(argv: list[str] | None = None) -> int:
             cs = load_image_set(covers, 64)
             ss = load_image_set(secrets, 64)
             (work / "lsb").mkdir(exist_ok=True)
-            q = quality_report(LSBCodec(LSBCodecConfig(bits=args.lsb_bits)), cs.floats()[-args.n_eval :], ss.floats()[-args.n_eval :], out_dir=work / "lsb")
+            q = quality_report(
+                LSBCodec(LSBCodecConfig(bits=args.lsb_bits)),
+                cs.floats()[-args.n_eval :],
+                ss.floats()[-args.n_eval :],
+                out_dir=work / "lsb",
+            )
             entry = {"bits": args.lsb_bits, **brief(q)}
         elif kind in STUDY_DEFAULTS:
             bs = args.batch_size or int(STUDY_DEFAULTS[kind]["batch_size"])
             cfg = StegoRunConfig(
                 procedure=stego_train_config(kind, lr=args.lr),
-                loop=LoopConfig(iters=args.iters, batch_size=bs, seed=args.seed, device=args.device, amp=args.amp, progress=False),  # type: ignore[arg-type]
+                loop=LoopConfig(
+                    iters=args.iters, batch_size=bs, seed=args.seed, device=args.device, amp=args.amp, progress=False
+                ),  # type: ignore[arg-type]
                 data=StegoDataConfig(covers=str(covers), secrets=str(secrets), size=64, holdout=args.n_eval),
             )
             out = train_codec(cfg, work / kind)

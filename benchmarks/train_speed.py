@@ -51,7 +51,10 @@ TINY: dict[str, dict[str, Any]] = {
         "local_discriminator": {"ndf": 8, "n_layers": 4},
     },
     "srresnet": {"generator": {"n_blocks": 2, "nf": 16}},
-    "srgan": {"generator": {"n_blocks": 2, "nf": 16}, "discriminator": {"ndf": 8, "n_blocks": 1, "dense": 32, "pool_size": 2}},
+    "srgan": {
+        "generator": {"n_blocks": 2, "nf": 16},
+        "discriminator": {"ndf": 8, "n_blocks": 1, "dense": 32, "pool_size": 2},
+    },
 }
 
 
@@ -64,13 +67,18 @@ def proc_config(kind: str, size: int, full: bool, vgg: str | None) -> Any:
     return api.procedure_config(kind, over)
 
 
-def make_batches(kind: str, cfg: Any, size: int, batch: int, n: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+def make_batches(
+    kind: str, cfg: Any, size: int, batch: int, n: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
         if kind in ("srresnet", "srgan"):
             s = cfg.generator.scale
-            b = {"lr": torch.rand(batch, 3, size // s, size // s, generator=g), "hr": torch.rand(batch, 3, size, size, generator=g)}
+            b = {
+                "lr": torch.rand(batch, 3, size // s, size // s, generator=g),
+                "hr": torch.rand(batch, 3, size, size, generator=g),
+            }
         else:
             b = {"a": torch.rand(batch, 3, size, size, generator=g), "b": torch.rand(batch, 3, size, size, generator=g)}
         out.append(b)
@@ -97,7 +105,15 @@ def setup(kind: str, pcfg: Any, loop: LoopConfig, iters: int, device: torch.devi
     return proc, StepContext(device, loop.amp, scaler, 1, 0), cl
 
 
-def measure(kind: str, pcfg: Any, loop: LoopConfig, batches: list[dict[str, torch.Tensor]], warmup: int, steps: int, device: torch.device) -> dict[str, Any]:
+def measure(
+    kind: str,
+    pcfg: Any,
+    loop: LoopConfig,
+    batches: list[dict[str, torch.Tensor]],
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> dict[str, Any]:
     proc, ctx, cl = setup(kind, pcfg, loop, warmup + steps, device)
     bs = [to_format(b, cl) for b in batches]
     for i in range(warmup):
@@ -111,23 +127,37 @@ def measure(kind: str, pcfg: Any, loop: LoopConfig, batches: list[dict[str, torc
     sync(device)
     dt = time.perf_counter() - t0
     n_img = steps * next(iter(batches[0].values())).shape[0]
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (
+        torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     finite = all(torch.isfinite(torch.as_tensor(float(v))) for v in losses.values())
     del proc, ctx
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"images_per_s": n_img / dt, "seconds": dt, "steps": steps, "peak_memory_mb": peak, "losses_finite": bool(finite)}
+    return {
+        "images_per_s": n_img / dt,
+        "seconds": dt,
+        "steps": steps,
+        "peak_memory_mb": peak,
+        "losses_finite": bool(finite),
+    }
 
 
-def quality(pcfg: Any, loop_plain: LoopConfig, loop_fast: LoopConfig, size: int, batch: int, steps: int, device: torch.device) -> dict[str, Any]:
+def quality(
+    pcfg: Any, loop_plain: LoopConfig, loop_fast: LoopConfig, size: int, batch: int, steps: int, device: torch.device
+) -> dict[str, Any]:
     """Held-out L1 of pix2pix after ``steps`` equal steps, plain vs copymark path."""
     from copymark.data import sample_split, samples
 
     def crops(x: torch.Tensor) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
         st = max(8, size // 2)
-        return [x[:, i : i + size, j : j + size] for i in range(0, h - size + 1, st) for j in range(0, w - size + 1, st)]
+        return [
+            x[:, i : i + size, j : j + size] for i in range(0, h - size + 1, st) for j in range(0, w - size + 1, st)
+        ]
 
     def target(x: torch.Tensor) -> torch.Tensor:
         y = x[:, [2, 0, 1]].clone()
@@ -164,9 +194,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--size", type=int, default=None, help="image side (SR: HR side); default 256 on CUDA, 32 on CPU")
     ap.add_argument("--batch", type=int, default=None, help="default 1 on CUDA, 2 on CPU")
     ap.add_argument("--steps", type=int, default=None, help="timed steps; default 30 on CUDA, 3 on CPU")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first; default 10 on CUDA (20 with --compile), 1 on CPU")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first; default 10 on CUDA (20 with --compile), 1 on CPU"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"], help="copymark path AMP; default bf16 on CUDA, off on CPU (CPU autocast is slower here)")
+    ap.add_argument(
+        "--amp",
+        default=None,
+        choices=["off", "bf16", "fp16"],
+        help="copymark path AMP; default bf16 on CUDA, off on CPU (CPU autocast is slower here)",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile on copymark's path")
     ap.add_argument("--full", action="store_true", help="default (paper-size) nets; tiny nets otherwise")
     ap.add_argument("--vgg-weights", default=None, help="srgan: VGG19 state dict; without it srgan uses pixel MSE")
@@ -210,10 +247,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "speedup": r_fast["images_per_s"] / r_plain["images_per_s"],
             "memory_ratio": r_fast["peak_memory_mb"] / r_plain["peak_memory_mb"] if r_plain["peak_memory_mb"] else None,
         }
-        print(f"{kind}: plain {r_plain['images_per_s']:.1f} img/s, copymark {r_fast['images_per_s']:.1f} img/s "
-              f"(x{result['models'][kind]['speedup']:.2f})", file=sys.stderr)
+        print(
+            f"{kind}: plain {r_plain['images_per_s']:.1f} img/s, copymark {r_fast['images_per_s']:.1f} img/s "
+            f"(x{result['models'][kind]['speedup']:.2f})",
+            file=sys.stderr,
+        )
     if args.quality_steps:
-        result["quality_pix2pix"] = quality(proc_config("pix2pix", size, args.full, None), plain, fast, size, batch, args.quality_steps, device)
+        result["quality_pix2pix"] = quality(
+            proc_config("pix2pix", size, args.full, None), plain, fast, size, batch, args.quality_steps, device
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -155,7 +155,9 @@ def test_pickled_object_refused_without_running_it(tmp_path):
 
 
 def test_non_tensor_entries_and_missing_file(tmp_path):
-    torch.save({"w": torch.zeros(1), "epoch": 3}, tmp_path / "mixed.pth")  # loads with weights_only, but not a state dict
+    torch.save(
+        {"w": torch.zeros(1), "epoch": 3}, tmp_path / "mixed.pth"
+    )  # loads with weights_only, but not a state dict
     with pytest.raises(WeightsError, match="state dict of tensors"):
         load_third_party_state_dict(tmp_path / "mixed.pth", dict)
     with pytest.raises(WeightsError, match="not found"):

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from tests.conftest import require_shared
 from PIL import Image
+from tests.conftest import require_shared
 
 from copymark import images as im
 from copymark.errors import ImageError
@@ -121,7 +121,9 @@ def test_16bit_png_i16(tmp_path):
     assert x[0, 0, 1].item() < 0.002  # 100/65535, not 100/255: 16-bit range used even for small values
 
 
-@pytest.mark.parametrize(("fmt", "kwargs", "name"), [("WEBP", {"lossless": True}, "x.webp"), ("BMP", {}, "x.bmp"), ("TIFF", {}, "x.tif")])
+@pytest.mark.parametrize(
+    ("fmt", "kwargs", "name"), [("WEBP", {"lossless": True}, "x.webp"), ("BMP", {}, "x.bmp"), ("TIFF", {}, "x.tif")]
+)
 def test_lossless_format_round_trips(tmp_path, fmt, kwargs, name):
     arr = _rand_rgb(9, 11, seed=3)
     Image.fromarray(arr).save(tmp_path / name, format=fmt, **kwargs)

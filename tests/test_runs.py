@@ -21,12 +21,26 @@ def test_create_run_writes_config_env_metrics_log(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text()) == cfg
     assert run.config == cfg
     env = json.loads((tmp_path / "r" / "env.json").read_text())
-    for key in ("python", "torch", "cuda", "cuda_available", "device", "seed", "git_commit", "copymark", "argv", "time"):
+    for key in (
+        "python",
+        "torch",
+        "cuda",
+        "cuda_available",
+        "device",
+        "seed",
+        "git_commit",
+        "copymark",
+        "argv",
+        "time",
+    ):
         assert key in env, key
     assert env["seed"] == 123 and env["device"] == "cpu" and env["torch"] == torch.__version__
     assert env["cuda_available"] == torch.cuda.is_available()
     # from a git checkout the commit is recorded; from an installed wheel it is None
-    in_git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(runs.__file__).parent, capture_output=True).returncode == 0
+    in_git = (
+        subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(runs.__file__).parent, capture_output=True).returncode
+        == 0
+    )
     if in_git:
         assert re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
     else:

@@ -9,6 +9,7 @@ state dict. Third-party ``.pth`` state dicts are read only through
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,6 +26,12 @@ from copymark.files import atomic_write_json, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+
+# the layout of training checkpoints in a run folder (written by copymark.train.checkpointing)
+CHECKPOINTS = "checkpoints"
+LATEST = "LATEST"
+META = "meta.json"
+NETS = "nets"
 
 
 def _contiguous_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,7 +82,9 @@ def save_checkpoint(
     return d
 
 
-def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    folder: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint folder -> ``(state_dict, meta)``; ``meta["config"]`` is the architecture."""
     d = Path(folder)
     if d.is_file() and d.name in (WEIGHTS_FILE, CONFIG_FILE):
@@ -85,7 +94,10 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
         raise WeightsError(f"checkpoint not found: {d}", hint="pass a folder holding model.safetensors and config.json")
     for f in (wf, cf):
         if not f.is_file():
-            raise WeightsError(f"checkpoint {d} has no {f.name}", hint="a copymark checkpoint is a folder with model.safetensors + config.json")
+            raise WeightsError(
+                f"checkpoint {d} has no {f.name}",
+                hint="a copymark checkpoint is a folder with model.safetensors + config.json",
+            )
     meta = read_json(cf, WeightsError)
     if not isinstance(meta, dict) or "config" not in meta or "kind" not in meta.get("config", {}):
         raise WeightsError(f"{cf}: not a copymark checkpoint config (no config.kind)")
@@ -137,3 +149,45 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
             hint="is this a checkpoint of another kind or size?",
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# training checkpoints of a run folder: finding the exported net (written by copymark.train.checkpointing)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The folder ``checkpoints/LATEST`` names, or None when the run has no checkpoint yet."""
+    f = run_dir / CHECKPOINTS / LATEST
+    if not f.is_file():
+        return None
+    d = run_dir / CHECKPOINTS / f.read_text().strip()
+    if not (d / META).is_file():
+        raise WeightsError(f"{f} names {d.name}, which is missing or incomplete", hint="delete LATEST to start over")
+    return d
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((checkpoint / META).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{checkpoint / META}: cannot read ({err})") from None
+
+
+def find_export_folder(path: Path) -> Path | None:
+    """The exported net's checkpoint folder of a run folder or of one training checkpoint."""
+    path = Path(path)
+    ckpt: Path | None
+    if (path / META).is_file():
+        ckpt = path
+    elif (path / CHECKPOINTS / LATEST).is_file():
+        ckpt = latest_checkpoint(path)
+    elif (path / LATEST).is_file():  # the checkpoints/ folder itself
+        ckpt = latest_checkpoint(path.parent)
+    else:
+        return None
+    assert ckpt is not None
+    export = read_meta(ckpt).get("export")
+    if not export:
+        return None
+    folder = ckpt / NETS / str(export)
+    return folder if (folder / "model.safetensors").is_file() else None

@@ -27,7 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copymark.extraction.attack_commands",  # evaluate, learning-curve, demo
     "copymark.report.commands",  # report
     "copymark.study.commands",  # study ...
-    "copymark.watermark.commands",  # stego ...
+    "copymark.stego.commands",  # stego ...
 )
 
 app = typer.Typer(
@@ -57,7 +57,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     _state["debug"] = debug

@@ -67,7 +67,9 @@ def parse_json_arg(text: str | None, what: str, example: str = '{"generator": {"
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{what}: not valid JSON ({err})", hint=f"e.g. '{example}' or a path to a .json file") from None
+        raise ConfigError(
+            f"{what}: not valid JSON ({err})", hint=f"e.g. '{example}' or a path to a .json file"
+        ) from None
     if not isinstance(obj, dict):
         raise ConfigError(f"{what}: expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -110,9 +110,7 @@ def decode_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int | No
     try:
         img = Image.open(io.BytesIO(data))
         if max_pixels is not None and img.width * img.height > max_pixels:
-            raise ImageError(
-                f"{name}: image has {img.width}x{img.height} pixels, more than the limit of {max_pixels}"
-            )
+            raise ImageError(f"{name}: image has {img.width}x{img.height} pixels, more than the limit of {max_pixels}")
         img.load()
         img = ImageOps.exif_transpose(img)
     except ImageError:

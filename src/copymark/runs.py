@@ -26,8 +26,8 @@ import torch
 
 import copymark
 from copymark import files
-from copymark.files import atomic_write_json
 from copymark.errors import CopymarkError
+from copymark.files import atomic_write_json
 
 CONFIG = "config.json"
 ENV = "env.json"
@@ -125,9 +125,7 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return p
 
 
-def create_run(
-    path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None
-) -> Run:
+def create_run(path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None) -> Run:
     """Create (or reuse an empty) run folder and write config.json and env.json.
 
     Refuses a folder that already holds a run, so nothing stored is overwritten: resume it

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from copymark.checkpoints import find_export_folder
 from copymark.errors import ImageError, WeightsError
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".torchscript", ".jit")
@@ -250,7 +251,9 @@ def translate_batch(
 # loading
 
 
-def probe_stride_scale(net: Callable[[torch.Tensor], torch.Tensor], device: torch.device, source: str = "model") -> tuple[int, int]:
+def probe_stride_scale(
+    net: Callable[[torch.Tensor], torch.Tensor], device: torch.device, source: str = "model"
+) -> tuple[int, int]:
     """Find (stride, scale) by trial: the smallest power of two ``s`` such that an input of
     side ``3*s`` maps to side ``3*s*k`` with integer ``k`` (an odd multiple of a smaller
     power of two misaligns any net with more down-sampling, so it errors or changes size)."""
@@ -291,7 +294,7 @@ def _net_attr(net: object, name: str) -> int | None:
 
 def _fixed_size_attr(net: object) -> tuple[int, int] | None:
     try:
-        v = getattr(net, "fixed_size")
+        v = net.fixed_size
     except Exception:  # noqa: BLE001
         # the full U-GAT-IT generator: its MLP input depends on img_size
         light, size = getattr(net, "light", None), getattr(net, "img_size", None)
@@ -349,8 +352,6 @@ def resolve_net_folder(path: Path) -> Path:
     exported net of a training checkpoint (see :mod:`copymark.train.loop` for the layout)."""
     if (path / "model.safetensors").is_file():
         return path
-    from copymark.train.checkpointing import find_export_folder  # local import: avoid a cycle
-
     found = find_export_folder(path)
     if found is None:
         raise WeightsError(
@@ -371,7 +372,9 @@ def load_translation_model(
     checkpoint, or a TorchScript file. See the module docstring."""
     p = Path(path)
     if not p.exists():
-        raise WeightsError(f"model not found: {p}", hint="pass a checkpoint folder, a run folder or a TorchScript .pt file")
+        raise WeightsError(
+            f"model not found: {p}", hint="pass a checkpoint folder, a run folder or a TorchScript .pt file"
+        )
     dev = torch.device(device)
     if p.is_file():
         if p.suffix.lower() in TORCHSCRIPT_SUFFIXES:
@@ -429,6 +432,14 @@ def translate_folder(
             y = translate_batch(model, load_image(f)[None], tile=tile, overlap=overlap)
             out.append(save_image(y[0], dst / f"{f.stem}.png"))
             bar.advance(task)
-    meta = {"model": model.source, "kind": model.kind, "scale": model.scale, "stride": model.stride, "tile": tile, "overlap": overlap, "count": len(out)}
+    meta = {
+        "model": model.source,
+        "kind": model.kind,
+        "scale": model.scale,
+        "stride": model.stride,
+        "tile": tile,
+        "overlap": overlap,
+        "count": len(out),
+    }
     (dst / "translate.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out

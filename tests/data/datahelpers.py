@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 
 
-def write_image(path: Path, h: int = 16, w: int = 20, seed: int = 0, mode: str = "RGB", fmt: str | None = None) -> np.ndarray:
+def write_image(
+    path: Path, h: int = 16, w: int = 20, seed: int = 0, mode: str = "RGB", fmt: str | None = None
+) -> np.ndarray:
     """Write a random image file; return its H x W x 3 uint8 content as RGB."""
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import require_shared
 from datahelpers import write_folder, write_image
+from tests.conftest import require_shared
 
 from copymark import images as im
 from copymark.data import (

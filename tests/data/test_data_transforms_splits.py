@@ -84,9 +84,14 @@ def test_compose_flip_crop_on_lr_hr_group():
 
 
 def test_item_generator_depends_on_all_three():
-    draws = {tuple(torch.rand(4, generator=item_generator(*k)).tolist()) for k in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]}
+    draws = {
+        tuple(torch.rand(4, generator=item_generator(*k)).tolist())
+        for k in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    }
     assert len(draws) == 4
-    assert torch.equal(torch.rand(4, generator=item_generator(3, 2, 1)), torch.rand(4, generator=item_generator(3, 2, 1)))
+    assert torch.equal(
+        torch.rand(4, generator=item_generator(3, 2, 1)), torch.rand(4, generator=item_generator(3, 2, 1))
+    )
 
 
 # ----------------------------------------------------------------------------- splits

@@ -13,8 +13,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from copymark import images as I
 from copymark.cli import main
 from copymark.extraction.evaluate import make_set, run_evaluation, summary
-from copymark.extraction.victims import load_victim
 from copymark.serving.app import create_app
+from copymark.serving.models import load_model
 from copymark.serving.server import BackgroundServer
 from copymark.serving.settings import ServeSettings
 
@@ -24,7 +24,7 @@ KEY = "evaluator-key-1234"
 def _server(tmp: Path, spec: str) -> BackgroundServer:
     keys = tmp / "keys.json"
     keys.write_text(json.dumps({KEY: {"budget": 1000, "rate_per_s": 1000, "burst": 1000}}))
-    return BackgroundServer(create_app(load_victim(spec), ServeSettings(keys_file=keys)))
+    return BackgroundServer(create_app(load_model(spec), ServeSettings(keys_file=keys)))
 
 
 def _photos(d: Path, n: int = 3, side: int = 64) -> Path:
@@ -64,8 +64,9 @@ def _skimage_psnr_ssim(a: Path, b: Path, y: bool = False, crop: int = 0) -> tupl
             x, r = x[crop:-crop, crop:-crop], r[crop:-crop, crop:-crop]
         s = structural_similarity(x, r, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     else:
-        s = structural_similarity(x, r, data_range=255, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False, channel_axis=2)
+        s = structural_similarity(
+            x, r, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=2
+        )
     return peak_signal_noise_ratio(r, x, data_range=255), s
 
 
@@ -75,11 +76,27 @@ def test_style_tables_match_skimage_and_baselines(tmp_path):
     sur = tmp_path / "blur.pt"
     torch.jit.script(Blur()).save(str(sur))
     with _server(tmp_path, "classical:stylize?sigma_s=20&sigma_r=0.3") as srv:
-        m = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=test, gt_dir=style,
-                           run_dir=tmp_path / "run", n_boot=200, progress=False)
+        m = run_evaluation(
+            victim_url=srv.url,
+            api_key=KEY,
+            surrogate_path=sur,
+            test_dir=test,
+            gt_dir=style,
+            run_dir=tmp_path / "run",
+            n_boot=200,
+            progress=False,
+        )
         # a rerun reuses the saved victim answers (no new paid query) and gives the same numbers
-        m2 = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=test, gt_dir=style,
-                            run_dir=tmp_path / "run", n_boot=200, progress=False)
+        m2 = run_evaluation(
+            victim_url=srv.url,
+            api_key=KEY,
+            surrogate_path=sur,
+            test_dir=test,
+            gt_dir=style,
+            run_dir=tmp_path / "run",
+            n_boot=200,
+            progress=False,
+        )
     t = m["sets"]["test"]
     assert t["n"] == 3 and not t["paired_gt"]
     assert set(t["tables"]) == {"A", "B", "C"}
@@ -103,7 +120,7 @@ def test_style_tables_match_skimage_and_baselines(tmp_path):
     assert gain["std"] == pytest.approx(np.std(diffs, ddof=1), abs=1e-4)
     assert gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
     # victim answers through the API equal the victim in process (8-bit round trip is lossless)
-    v = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
+    v = load_model("classical:stylize?sigma_s=20&sigma_r=0.3")
     x = I.load_image(out / "input" / "astronaut.png")
     assert torch.equal(I.to_uint8(v(x.unsqueeze(0))[0]), I.to_uint8(I.load_image(out / "victim" / "astronaut.png")))
     assert m2["sets"]["test"]["tables"]["B"] == t["tables"]["B"]
@@ -120,13 +137,23 @@ def test_sr_tables_y_channel_with_crop(tmp_path):
     sur = tmp_path / "up.pt"
     torch.jit.script(Upscale()).save(str(sur))
     with _server(tmp_path, "classical:bicubic_x4") as srv:
-        m = run_evaluation(victim_url=srv.url, api_key=KEY, surrogate_path=sur, test_dir=tmp_path, run_dir=tmp_path / "run",
-                           n_boot=200, progress=False)
+        m = run_evaluation(
+            victim_url=srv.url,
+            api_key=KEY,
+            surrogate_path=sur,
+            test_dir=tmp_path,
+            run_dir=tmp_path / "run",
+            n_boot=200,
+            progress=False,
+        )
     t = m["sets"]["test"]
     assert m["task"] == "sr" and m["scale"] == 4 and t["paired_gt"]
     out = tmp_path / "run" / "outputs" / "test"
     for table, (pred, ref) in {"A": ("victim", "gt"), "B": ("surrogate", "victim"), "C": ("surrogate", "gt")}.items():
-        vals = [_skimage_psnr_ssim(out / pred / f"{s}.png", out / ref / f"{s}.png", y=True, crop=4) for s in ("astronaut", "coffee")]
+        vals = [
+            _skimage_psnr_ssim(out / pred / f"{s}.png", out / ref / f"{s}.png", y=True, crop=4)
+            for s in ("astronaut", "coffee")
+        ]
         got = t["tables"][table]["metrics"]
         assert got["psnr_y"]["mean"] == pytest.approx(np.mean([p for p, _ in vals]), abs=1e-4), table
         assert got["ssim_y"]["mean"] == pytest.approx(np.mean([s for _, s in vals]), abs=1e-4), table
@@ -160,7 +187,20 @@ def test_summary_matches_numpy():
 def test_evaluate_cli_bad_inputs(tmp_path, capsys):
     # unreachable server: a clear error, exit 2, no traceback
     (tmp_path / "t").mkdir()
-    code = main(["evaluate", "--victim-url", "http://127.0.0.1:9", "--api-key", KEY, "--surrogate",
-                 str(tmp_path / "missing"), "--test", str(tmp_path / "t"), "--run-dir", str(tmp_path / "r")])
+    code = main(
+        [
+            "evaluate",
+            "--victim-url",
+            "http://127.0.0.1:9",
+            "--api-key",
+            KEY,
+            "--surrogate",
+            str(tmp_path / "missing"),
+            "--test",
+            str(tmp_path / "t"),
+            "--run-dir",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err

@@ -22,13 +22,13 @@ import pytest
 import torch
 
 from copymark.cli import main as cli_main
+from copymark.client.http import RetryPolicy
+from copymark.client.store import QueryStore
 from copymark.extraction.campaign import kcenter_order, run_campaign, select_order
-from copymark.extraction.oracle import RetryPolicy
-from copymark.extraction.store import QueryStore
-from copymark.extraction.victims import Victim, function_victim, load_victim
 from copymark.images import decode_image_bytes, quantize
 from copymark.serving.app import create_app
 from copymark.serving.metrics import parse_prometheus_text
+from copymark.serving.models import ImageModel, function_model, load_model
 from copymark.serving.server import BackgroundServer
 from copymark.serving.settings import ServeSettings
 
@@ -65,7 +65,7 @@ class SlowCounter:
         return self.fn(x)
 
 
-def _server(d: Path, victim: Victim, budget: int = 1000, port: int = 0, **kw) -> BackgroundServer:
+def _server(d: Path, victim: ImageModel, budget: int = 1000, port: int = 0, **kw) -> BackgroundServer:
     keys = d / "keys.json"
     if not keys.exists():
         keys.write_text(json.dumps({KEY: {"budget": budget, "rate_per_s": 1000, "burst": 1000}}))
@@ -85,13 +85,23 @@ def _victim_runs_per_input(d: Path) -> Counter:
 
 
 def test_campaign_end_to_end_both_strategies(tmp_path, photos):
-    victim = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
+    victim = load_model("classical:stylize?sigma_s=20&sigma_r=0.3")
     srv = _server(tmp_path, victim)
     try:
         results = {}
         for strategy in ("random", "diverse"):
-            res = run_campaign(srv.url, KEY, photos, budget=10, store_dir=tmp_path / strategy, strategy=strategy,
-                               size=32, seed=1, concurrency=3, progress=False)
+            res = run_campaign(
+                srv.url,
+                KEY,
+                photos,
+                budget=10,
+                store_dir=tmp_path / strategy,
+                strategy=strategy,
+                size=32,
+                seed=1,
+                concurrency=3,
+                progress=False,
+            )
             assert res.answered_total == 10 and res.report.stop_reason is None
             assert res.victim_id == victim.id and res.task == "style"
             store = QueryStore(tmp_path / strategy)
@@ -107,8 +117,26 @@ def test_campaign_end_to_end_both_strategies(tmp_path, photos):
         assert results["random"] != results["diverse"]
         # rerunning through the CLI with a larger budget only queries the difference
         before = parse_prometheus_text(httpx.get(f"{srv.url}/metrics").text)["copymark_answers_total"]
-        rc = cli_main(["extract", "--victim-url", srv.url, "--api-key", KEY, "--data", str(photos), "--budget", "13",
-                       "--store", str(tmp_path / "random"), "--size", "32", "--seed", "1", "--quiet"])
+        rc = cli_main(
+            [
+                "extract",
+                "--victim-url",
+                srv.url,
+                "--api-key",
+                KEY,
+                "--data",
+                str(photos),
+                "--budget",
+                "13",
+                "--store",
+                str(tmp_path / "random"),
+                "--size",
+                "32",
+                "--seed",
+                "1",
+                "--quiet",
+            ]
+        )
         assert rc == 0
         after = parse_prometheus_text(httpx.get(f"{srv.url}/metrics").text)["copymark_answers_total"]
         assert after - before == 3
@@ -146,11 +174,21 @@ def test_selection_orders_are_deterministic_prefixes_and_diverse_covers_more(pho
 
 def test_slow_victim_client_timeout_then_retry_succeeds(tmp_path, photos):
     slow = SlowCounter(lambda x: 1 - x, first_delay_s=1.5)
-    srv = _server(tmp_path, function_victim(slow, "slow-invert"))
+    srv = _server(tmp_path, function_model(slow, "slow-invert"))
     try:
         pol = RetryPolicy(max_retries=8, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=0.5)
-        res = run_campaign(srv.url, KEY, photos, budget=2, store_dir=tmp_path / "s", size=24, seed=0,
-                           concurrency=1, retry=pol, progress=False)
+        res = run_campaign(
+            srv.url,
+            KEY,
+            photos,
+            budget=2,
+            store_dir=tmp_path / "s",
+            size=24,
+            seed=0,
+            concurrency=1,
+            retry=pol,
+            progress=False,
+        )
         assert res.answered_total == 2 and res.report.stop_reason is None
         # the first request timed out on the client; its retry got the same answer without a second victim run
         assert slow.images == 2
@@ -164,15 +202,25 @@ def test_slow_victim_client_timeout_then_retry_succeeds(tmp_path, photos):
 
 
 def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
-    victim = function_victim(SlowCounter(lambda x: 1 - x, delay_s=0.03), "restart-invert")
+    victim = function_model(SlowCounter(lambda x: 1 - x, delay_s=0.03), "restart-invert")
     srv = _server(tmp_path, victim, max_batch=1)
     port = srv.port
     pol = RetryPolicy(max_retries=2, backoff_base_s=0.05, backoff_max_s=0.1, timeout_s=5)
     out: dict = {}
 
     def campaign():
-        out["res"] = run_campaign(srv.url, KEY, photos, budget=30, store_dir=tmp_path / "s", size=24, seed=2,
-                                  concurrency=2, retry=pol, progress=False)
+        out["res"] = run_campaign(
+            srv.url,
+            KEY,
+            photos,
+            budget=30,
+            store_dir=tmp_path / "s",
+            size=24,
+            seed=2,
+            concurrency=2,
+            retry=pol,
+            progress=False,
+        )
 
     t = threading.Thread(target=campaign)
     t.start()
@@ -200,8 +248,18 @@ def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
 
     srv2 = _server(tmp_path, victim, max_batch=1, port=port)  # same port, same keys and usage db
     try:
-        res = run_campaign(srv2.url, KEY, photos, budget=30, store_dir=tmp_path / "s", size=24, seed=2,
-                           concurrency=2, retry=pol, progress=False)
+        res = run_campaign(
+            srv2.url,
+            KEY,
+            photos,
+            budget=30,
+            store_dir=tmp_path / "s",
+            size=24,
+            seed=2,
+            concurrency=2,
+            retry=pol,
+            progress=False,
+        )
         assert res.answered_total == 30 and res.report.stop_reason is None
         assert res.report.skipped == 0 and res.report.answered + res.report.replayed == 30 - first.answered_total
     finally:
@@ -214,12 +272,34 @@ def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
 
 def test_kill_extract_subprocess_and_resume(tmp_path, photos):
     """THE kill test: SIGKILL `copymark extract` mid-campaign, rerun it, check everything."""
-    victim = function_victim(SlowCounter(lambda x: (1 - x).pow(0.7), delay_s=0.06), "kill-victim")
+    victim = function_model(SlowCounter(lambda x: (1 - x).pow(0.7), delay_s=0.06), "kill-victim")
     srv = _server(tmp_path, victim, max_batch=2)
     store_dir = tmp_path / "store"
-    cmd = [sys.executable, "-m", "copymark.cli", "extract", "--victim-url", srv.url, "--api-key", KEY,
-           "--data", str(photos), "--budget", "40", "--store", str(store_dir), "--size", "24", "--seed", "5",
-           "--concurrency", "4", "--quiet", "--max-retries", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "copymark.cli",
+        "extract",
+        "--victim-url",
+        srv.url,
+        "--api-key",
+        KEY,
+        "--data",
+        str(photos),
+        "--budget",
+        "40",
+        "--store",
+        str(store_dir),
+        "--size",
+        "24",
+        "--seed",
+        "5",
+        "--concurrency",
+        "4",
+        "--quiet",
+        "--max-retries",
+        "3",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     try:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -248,7 +328,7 @@ def test_kill_extract_subprocess_and_resume(tmp_path, photos):
 
         proc2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert proc2.returncode == 0, proc2.stderr[-2000:]
-        summary = json.loads(proc2.stdout[proc2.stdout.index("{"):])
+        summary = json.loads(proc2.stdout[proc2.stdout.index("{") :])
         assert summary["answered_total"] == 40 and summary["stop_reason"] is None
         metrics = parse_prometheus_text(httpx.get(f"{srv.url}/metrics").text)
     finally:
@@ -260,7 +340,9 @@ def test_kill_extract_subprocess_and_resume(tmp_path, photos):
     runs = _victim_runs_per_input(tmp_path)
     assert len(runs) == 40 and max(runs.values()) == 1  # no input queried (run by the victim, charged) twice
     assert metrics["copymark_answers_total"] == 40  # exactly the budget was charged
-    print(f"kill test: killed at {killed_at} answers; rerun summary {summary}; replays {metrics['copymark_replays_total']}")
+    print(
+        f"kill test: killed at {killed_at} answers; rerun summary {summary}; replays {metrics['copymark_replays_total']}"
+    )
     # each stored answer is byte-identical to what the server logged for that input
     logged = {e["input_sha256"]: e["answer_sha256"] for e in _log(tmp_path) if "answer_sha256" in e}
     for row in store.rows():
@@ -268,11 +350,12 @@ def test_kill_extract_subprocess_and_resume(tmp_path, photos):
 
 
 def test_sr_campaign_answers_are_upscaled(tmp_path, photos):
-    victim = load_victim("classical:bicubic_x4")
+    victim = load_model("classical:bicubic_x4")
     srv = _server(tmp_path, victim)
     try:
-        res = run_campaign(srv.url, KEY, photos, budget=3, store_dir=tmp_path / "sr", size=16, seed=0,
-                           concurrency=2, progress=False)
+        res = run_campaign(
+            srv.url, KEY, photos, budget=3, store_dir=tmp_path / "sr", size=16, seed=0, concurrency=2, progress=False
+        )
     finally:
         srv.stop()
     assert (res.task, res.scale, res.answered_total) == ("sr", 4, 3)

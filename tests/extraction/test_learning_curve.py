@@ -12,8 +12,8 @@ from PIL import Image
 from copymark import images as I
 from copymark.errors import ConfigError
 from copymark.extraction.learning_curve import goal_check, parse_fractions, run_learning_curve
-from copymark.extraction.victims import load_victim
 from copymark.serving.app import create_app
+from copymark.serving.models import load_model
 from copymark.serving.server import BackgroundServer
 from copymark.serving.settings import ServeSettings
 
@@ -28,8 +28,11 @@ def test_parse_fractions():
 
 
 def test_goal_check():
-    pts = [{"strategy": "random", "queries": 40, "value": 18.0}, {"strategy": "diverse", "queries": 10, "value": 18.2},
-           {"strategy": "diverse", "queries": 40, "value": 19.0}]
+    pts = [
+        {"strategy": "random", "queries": 40, "value": 18.0},
+        {"strategy": "diverse", "queries": 10, "value": 18.2},
+        {"strategy": "diverse", "queries": 40, "value": 19.0},
+    ]
     g = goal_check({"points": pts})
     assert g["evaluated"] and g["reached"] and g["best_quarter"] == 18.2
     pts[1]["value"] = 17.0
@@ -45,22 +48,46 @@ def test_learning_curve_end_to_end(tmp_path):
     for s in samples(["coffee"], max_side=128):
         I.save_image(I.center_crop(s.image, 64), test / f"{s.name}.png")
     keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps({ATTACKER: {"budget": 32, "rate_per_s": 1000, "burst": 1000},
-                                EVALUATOR: {"budget": 10, "rate_per_s": 1000, "burst": 1000}}))
+    keys.write_text(
+        json.dumps(
+            {
+                ATTACKER: {"budget": 32, "rate_per_s": 1000, "burst": 1000},
+                EVALUATOR: {"budget": 10, "rate_per_s": 1000, "burst": 1000},
+            }
+        )
+    )
     log = tmp_path / "requests.jsonl"
     settings = ServeSettings(keys_file=keys, request_log=log)
-    with BackgroundServer(create_app(load_victim("classical:stylize"), settings)) as srv:
+    with BackgroundServer(create_app(load_model("classical:stylize"), settings)) as srv:
         curve = run_learning_curve(
-            victim_url=srv.url, api_key=ATTACKER, eval_api_key=EVALUATOR, data_dir=data, test_dir=test, budget=16,
-            run_dir=tmp_path / "run", strategies=["random", "diverse"], fractions=[Fraction(1, 2), Fraction(1)],
+            victim_url=srv.url,
+            api_key=ATTACKER,
+            eval_api_key=EVALUATOR,
+            data_dir=data,
+            test_dir=test,
+            budget=16,
+            run_dir=tmp_path / "run",
+            strategies=["random", "diverse"],
+            fractions=[Fraction(1, 2), Fraction(1)],
             train_overrides={"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 1}},
-            size=64, train_size=32, iters=2, batch_size=2, n_boot=100, progress=False, echo=lambda *_: None,
+            size=64,
+            train_size=32,
+            iters=2,
+            batch_size=2,
+            n_boot=100,
+            progress=False,
+            echo=lambda *_: None,
         )
     pts = curve["points"]
     # 64 px queries, surrogates trained on random 32 px crops of the answers
     sur_cfg = json.loads((tmp_path / "run" / "surrogates" / "random-8" / "config.json").read_text())
     assert sur_cfg["data"]["size"] == 32 and sur_cfg["data"]["resize_policy"] == "random_crop"
-    assert [(p["strategy"], p["queries"]) for p in pts] == [("random", 8), ("random", 16), ("diverse", 8), ("diverse", 16)]
+    assert [(p["strategy"], p["queries"]) for p in pts] == [
+        ("random", 8),
+        ("random", 16),
+        ("diverse", 8),
+        ("diverse", 16),
+    ]
     assert all(p["value"] is not None and p["identity"] is not None for p in pts)
     saved = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
     assert saved == json.loads(json.dumps(curve))
@@ -71,8 +98,8 @@ def test_learning_curve_end_to_end(tmp_path):
     assert sum(paid.values()) == 2 * 16 + 1, paid
     # each point is a prefix of the full-budget campaign: the diverse store at 16 holds exactly
     # the 16 crops a fresh diverse campaign with the whole budget picks
+    from copymark.client.store import QueryStore, sha256_hex
     from copymark.extraction.campaign import crop_png, select_order
-    from copymark.extraction.store import QueryStore, sha256_hex
 
     fresh = {sha256_hex(crop_png(c, 64)) for c in select_order(data, 64, 16, "diverse", 0, n=16)}
     store = QueryStore(tmp_path / "run" / "store-diverse")
@@ -93,13 +120,48 @@ def test_train_from_store_cli(tmp_path, capsys):
         I.save_image(s.image, data / f"{s.name}.png")
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({ATTACKER: {"budget": 6, "rate_per_s": 1000, "burst": 1000}}))
-    with BackgroundServer(create_app(load_victim("classical:stylize"), ServeSettings(keys_file=keys))) as srv:
-        assert main(["extract", "--victim-url", srv.url, "--api-key", ATTACKER, "--data", str(data), "--budget", "6",
-                     "--store", str(tmp_path / "store"), "--size", "32", "--quiet"]) == 0
+    with BackgroundServer(create_app(load_model("classical:stylize"), ServeSettings(keys_file=keys))) as srv:
+        assert (
+            main(
+                [
+                    "extract",
+                    "--victim-url",
+                    srv.url,
+                    "--api-key",
+                    ATTACKER,
+                    "--data",
+                    str(data),
+                    "--budget",
+                    "6",
+                    "--store",
+                    str(tmp_path / "store"),
+                    "--size",
+                    "32",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     run = tmp_path / "sur"
-    code = main(["train", "pix2pix", "--from-store", str(tmp_path / "store"), "--run-dir", str(run), "--size", "32",
-                 "--iters", "2", "--batch-size", "2", "--no-progress",
-                 "--net-config", '{"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4}}'])
+    code = main(
+        [
+            "train",
+            "pix2pix",
+            "--from-store",
+            str(tmp_path / "store"),
+            "--run-dir",
+            str(run),
+            "--size",
+            "32",
+            "--iters",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--net-config",
+            '{"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4}}',
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert len(I.list_images(run / "store_pairs" / "A")) == 6 == len(I.list_images(run / "store_pairs" / "B"))
     from copymark.translate import load_translation_model

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.conftest import require_shared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,22 +76,48 @@ def test_real_srgan_victim_served_and_extracted(tmp_path, artifacts_dir):
     bench = _bench()
     queries = 160
     o = bench.Options(
-        out=tmp_path / "run", weights=weights, attacker_data=tiny / "val", test_set=set5, benchmark_set=set14,
-        queries=queries, size=16, strategy="random", iters=100, batch_size=8, blocks=4, nf=32,
-        batch_norm=True, lr=5e-4, decay_start=1.0, n_boot=200, in_process_sets=("Set5",),
-        untrained_baseline=False, progress=False, log_phases=True,
+        out=tmp_path / "run",
+        weights=weights,
+        attacker_data=tiny / "val",
+        test_set=set5,
+        benchmark_set=set14,
+        queries=queries,
+        size=16,
+        strategy="random",
+        iters=100,
+        batch_size=8,
+        blocks=4,
+        nf=32,
+        batch_norm=True,
+        lr=5e-4,
+        decay_start=1.0,
+        n_boot=200,
+        in_process_sets=("Set5",),
+        untrained_baseline=False,
+        progress=False,
+        log_phases=True,
     )
     r = bench.run(o)
     (artifacts_dir / "real_srgan_victim.json").write_text(json.dumps(r, indent=2))
     sets = r["sets"]
-    print(json.dumps({"issue": r["reference_figures_issue"], "api_vs_in_process": {
-        k: {kk: vv for kk, vv in v.items() if kk != "per_image_in_process"} for k, v in r["api_vs_in_process"].items()},
-        "A": {s: sets[s]["tables"]["A"]["psnr_y"] for s in sets},
-        "B": {s: sets[s]["tables"]["B"]["psnr_y"] for s in sets},
-        "C": {s: sets[s]["tables"]["C"]["psnr_y"] for s in sets},
-        "identity_vs_victim": {s: sets[s]["baselines"]["identity_vs_victim"]["psnr_y"] for s in sets},
-        "loss_first_last": _losses(Path(r["out"]) / "surrogate" / "losses.jsonl"),
-        "wall_s": r["wall_s"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "issue": r["reference_figures_issue"],
+                "api_vs_in_process": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "per_image_in_process"}
+                    for k, v in r["api_vs_in_process"].items()
+                },
+                "A": {s: sets[s]["tables"]["A"]["psnr_y"] for s in sets},
+                "B": {s: sets[s]["tables"]["B"]["psnr_y"] for s in sets},
+                "C": {s: sets[s]["tables"]["C"]["psnr_y"] for s in sets},
+                "identity_vs_victim": {s: sets[s]["baselines"]["identity_vs_victim"]["psnr_y"] for s in sets},
+                "loss_first_last": _losses(Path(r["out"]) / "surrogate" / "losses.jsonl"),
+                "wall_s": r["wall_s"],
+            },
+            indent=1,
+        )
+    )
 
     # the served file is the TorchScript export, and it computes what the eager module computes
     ts = Path(r["victim"]["torchscript"])

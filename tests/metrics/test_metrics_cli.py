@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tests.conftest import require_shared
 
 from copymark import images
 from copymark.cli import main
@@ -17,7 +18,6 @@ from copymark.errors import DataError, ImageError
 from copymark.metrics import compare_folders, pair_folders
 from copymark.metrics.folders import iter_pair_batches
 from copymark.metrics.inception import WEIGHTS_ENV, WEIGHTS_FILE_NAME
-from tests.conftest import require_shared
 
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
@@ -34,7 +34,9 @@ def test_set5_bicubic_done_when(tmp_path, capsys):
     for lr in sorted((set5 / "LR_x4").glob("*.png")):
         images.save_image(images.upscale_bicubic(images.load_image(lr), 4), pred / lr.name)
     out = tmp_path / "out.json"
-    rc = main(["metrics", "--pred", str(pred), "--ref", str(set5 / "HR"), "--y-channel", "--crop", "4", "--json", str(out)])
+    rc = main(
+        ["metrics", "--pred", str(pred), "--ref", str(set5 / "HR"), "--y-channel", "--crop", "4", "--json", str(out)]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     assert "PSNR" in printed and "SSIM" in printed
@@ -108,7 +110,9 @@ def test_compare_folders_streams_batches_and_agrees_with_one_batch(tmp_path):
     from copymark.metrics import psnr
 
     p0, r0 = images.load_image(pred / "im003.png"), images.load_image(ref / "im003.bmp")
-    assert d["metrics"]["psnr"]["per_image"]["im003"] == pytest.approx(float(psnr(p0, r0, y_channel=True, crop_border=2)[0]))
+    assert d["metrics"]["psnr"]["per_image"]["im003"] == pytest.approx(
+        float(psnr(p0, r0, y_channel=True, crop_border=2)[0])
+    )
 
 
 def test_identical_folders_give_inf_psnr_in_json(tmp_path, capsys):
@@ -141,7 +145,9 @@ def _fails(capsys, argv: list[str], *needles: str) -> str:
 
 def test_missing_directory(tmp_path, capsys):
     pred, _ = _write_pairs(tmp_path, 1)
-    _fails(capsys, ["metrics", "--pred", str(pred), "--ref", str(tmp_path / "nope")], "reference folder not found", "nope")
+    _fails(
+        capsys, ["metrics", "--pred", str(pred), "--ref", str(tmp_path / "nope")], "reference folder not found", "nope"
+    )
 
 
 def test_empty_folder(tmp_path, capsys):
@@ -170,11 +176,28 @@ def test_unmatched_pairs(tmp_path, capsys):
 def test_missing_weight_file(tmp_path, capsys, monkeypatch):
     pred, ref = _write_pairs(tmp_path, 2)
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    _fails(capsys, ["metrics", "--pred", str(pred), "--ref", str(ref), "--fid"], WEIGHTS_FILE_NAME, WEIGHTS_ENV, "--inception-weights")
     _fails(
         capsys,
-        ["metrics", "--pred", str(pred), "--ref", str(ref), "--kid", "--inception-weights", str(tmp_path / "missing.pth")],
-        "not found", "missing.pth", WEIGHTS_FILE_NAME,
+        ["metrics", "--pred", str(pred), "--ref", str(ref), "--fid"],
+        WEIGHTS_FILE_NAME,
+        WEIGHTS_ENV,
+        "--inception-weights",
+    )
+    _fails(
+        capsys,
+        [
+            "metrics",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(ref),
+            "--kid",
+            "--inception-weights",
+            str(tmp_path / "missing.pth"),
+        ],
+        "not found",
+        "missing.pth",
+        WEIGHTS_FILE_NAME,
     )
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "env.pth"))
     _fails(capsys, ["metrics", "--pred", str(pred), "--ref", str(ref), "--fid"], "env.pth", WEIGHTS_ENV)

@@ -8,11 +8,11 @@ import torch
 from skimage import data as skdata
 from skimage.filters import gaussian
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tests.conftest import require_shared
 
 from copymark import images
 from copymark.errors import ImageError
 from copymark.metrics import PSNR, SSIM, psnr, ssim
-from tests.conftest import require_shared
 
 SK_SSIM = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
 
@@ -113,8 +113,20 @@ def test_raw_float_option_matches_skimage_on_floats():
         # Y without rounding
         ya = (16 + 65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255
         yb = (16 + 65.481 * b[..., 0] + 128.553 * b[..., 1] + 24.966 * b[..., 2]) / 255
-        assert abs(float(psnr(pred, ref, y_channel=True, quantize=False)[0]) - peak_signal_noise_ratio(yb, ya, data_range=1.0)) < 1e-4
-        assert abs(float(ssim(pred, ref, y_channel=True, quantize=False)[0]) - structural_similarity(yb, ya, data_range=1.0, **SK_SSIM)) < 1e-4
+        assert (
+            abs(
+                float(psnr(pred, ref, y_channel=True, quantize=False)[0])
+                - peak_signal_noise_ratio(yb, ya, data_range=1.0)
+            )
+            < 1e-4
+        )
+        assert (
+            abs(
+                float(ssim(pred, ref, y_channel=True, quantize=False)[0])
+                - structural_similarity(yb, ya, data_range=1.0, **SK_SSIM)
+            )
+            < 1e-4
+        )
 
 
 def test_y_channel_agrees_with_images_rgb_to_y():
@@ -143,8 +155,12 @@ def test_batches_give_per_image_values_and_accumulators_stream():
     batch_s = ssim(P, R, y_channel=True, crop_border=4)
     assert batch_p.shape == (3,) and batch_s.shape == (3,)
     for i in range(3):
-        assert float(batch_p[i]) == pytest.approx(float(psnr(preds[i], refs[i], y_channel=True, crop_border=4)[0]), abs=1e-12)
-        assert float(batch_s[i]) == pytest.approx(float(ssim(preds[i], refs[i], y_channel=True, crop_border=4)[0]), abs=1e-12)
+        assert float(batch_p[i]) == pytest.approx(
+            float(psnr(preds[i], refs[i], y_channel=True, crop_border=4)[0]), abs=1e-12
+        )
+        assert float(batch_s[i]) == pytest.approx(
+            float(ssim(preds[i], refs[i], y_channel=True, crop_border=4)[0]), abs=1e-12
+        )
     acc_p, acc_s = PSNR(y_channel=True, crop_border=4), SSIM(y_channel=True, crop_border=4)
     acc_p.update(P[:2], R[:2], ["a", "b"])
     acc_p.update(P[2:], R[2:], ["c"])

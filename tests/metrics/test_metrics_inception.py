@@ -138,7 +138,18 @@ def test_cli_fid_and_kid_with_a_weight_file(weights_file, tmp_path, capsys):
         images.save_image(r, tmp_path / "ref" / f"{i}.png")
         images.save_image((r * 0.5).clamp(0, 1), tmp_path / "pred" / f"{i}.png")
     out = tmp_path / "o.json"
-    argv = ["metrics", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--fid", "--inception-weights", weights_file, "--json", str(out)]
+    argv = [
+        "metrics",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--ref",
+        str(tmp_path / "ref"),
+        "--fid",
+        "--inception-weights",
+        weights_file,
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     res = json.loads(out.read_text())["metrics"]
     assert res["fid"]["value"] > 0 and res["kid"]["n"] == 4  # --fid reports KID too

@@ -76,8 +76,14 @@ def test_swd_zero_for_identical_symmetric_and_grows_with_noise_and_blur():
     noise = torch.randn(x.shape, generator=g)
     by_noise = [swd(x, (x + s * noise).clamp(0, 1)).avg for s in (0.01, 0.03, 0.1)]
     assert 0 < by_noise[0] < by_noise[1] < by_noise[2]
+
     def blur(s):
-        return torch.from_numpy(gaussian(x.permute(0, 2, 3, 1).numpy(), sigma=s, channel_axis=3)).permute(0, 3, 1, 2).float()
+        return (
+            torch.from_numpy(gaussian(x.permute(0, 2, 3, 1).numpy(), sigma=s, channel_axis=3))
+            .permute(0, 3, 1, 2)
+            .float()
+        )
+
     by_blur = [swd(x, blur(s)).avg for s in (0.6, 1.2, 2.4)]
     assert 0 < by_blur[0] < by_blur[1] < by_blur[2]
     y = (x + 0.05 * noise).clamp(0, 1)
@@ -119,7 +125,7 @@ def test_swd_errors_and_joint_normalisation():
     with pytest.raises(ImageError, match="too small"):
         acc.update(x[:, :, :20, :20], x[:, :, :20, :20])
     # joint normalisation sees a global brightness change that per-set normalisation removes
-    brighter = (x * 0.5 + 0.25)
+    brighter = x * 0.5 + 0.25
     assert swd(x, brighter, normalize="joint").avg > 5 * swd(x, brighter, normalize="per_set").avg
 
 

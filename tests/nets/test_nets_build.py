@@ -106,7 +106,9 @@ def test_mismatched_weights_are_weights_errors(tmp_path):
         load_net(tmp_path / "u")
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14 but still the .pt format
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit:FutureWarning"
+)  # TorchScript is deprecated in torch 2.14 but still the .pt format
 @pytest.mark.parametrize("kind", GENERATORS)
 def test_generators_script_and_match_eager(tmp_path, kind):
     """Every generator exports with torch.jit.script; the saved file reproduces eager outputs."""

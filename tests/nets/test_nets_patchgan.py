@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import _nets_counts as _counts
 import torch
 
 from copymark.nets import count_parameters
 from copymark.nets.patchgan import PatchGANDiscriminator
-import _nets_counts as _counts
 
 
 def test_param_counts():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import _nets_counts as _counts
 import torch
 from torch import nn
 
 from copymark.nets import count_parameters
 from copymark.nets.resnet_gen import ResnetGenerator
-import _nets_counts as _counts
 
 
 def test_param_count_resnet_9blocks():

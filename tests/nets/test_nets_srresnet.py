@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import _nets_counts as _counts
 import pytest
 import torch
 
 from copymark.nets import count_parameters
 from copymark.nets.srresnet import SRGANDiscriminator, SRResNet
-import _nets_counts as _counts
 
 
 def test_param_counts():

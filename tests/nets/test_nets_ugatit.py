@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import _nets_counts as _counts
 import pytest
 import torch
 import torch.nn.functional as F
 
 from copymark.nets import count_parameters
 from copymark.nets.ugatit import ILN, AdaLIN, UGATITDiscriminator, UGATITGenerator
-import _nets_counts as _counts
 
 
 def test_param_counts():

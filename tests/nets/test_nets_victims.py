@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
+from tests.conftest import require_shared
 
 from copymark.errors import WeightsError
 from copymark.images import crop_border, load_image, quantize, rgb_to_y, upscale_bicubic
@@ -19,7 +20,6 @@ from copymark.nets.victims import (
     load_style_candy,
     srgan_leftthomas_key_map,
 )
-from tests.conftest import require_shared
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,9 @@ def test_wrong_file_is_a_weights_error(tmp_path):
         load_style_candy(tmp_path / "missing.pth")
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated in torch 2.14 but still the .pt format
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit:FutureWarning"
+)  # TorchScript is deprecated in torch 2.14 but still the .pt format
 @pytest.mark.parametrize("which", ["srgan", "candy"])
 def test_torchscript_export_matches_eager(tmp_path, request, which):
     # torch.jit.script (not trace: no input-size assumptions baked in; trace is deprecated).

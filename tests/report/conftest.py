@@ -49,7 +49,13 @@ def summary(values: list[float], seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, len(v), size=(2000, len(v)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "n": len(v), "ci95": [float(lo), float(hi)], "values": [float(x) for x in v]}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)),
+        "n": len(v),
+        "ci95": [float(lo), float(hi)],
+        "values": [float(x) for x in v],
+    }
 
 
 def y_channel(a: np.ndarray, crop: int) -> np.ndarray:
@@ -63,8 +69,13 @@ def pair_metrics(xs: list[np.ndarray], ys: list[np.ndarray], sr_crop: int | None
     ssim_rgb = [structural_similarity(y, x, channel_axis=2, data_range=255) for x, y in zip(xs, ys)]
     m = {"psnr_rgb": summary(psnr_rgb), "ssim_rgb": summary(ssim_rgb)}
     if sr_crop is not None:
-        psnr_y = [peak_signal_noise_ratio(y_channel(y, sr_crop), y_channel(x, sr_crop), data_range=255) for x, y in zip(xs, ys)]
-        ssim_y = [structural_similarity(y_channel(y, sr_crop), y_channel(x, sr_crop), data_range=255) for x, y in zip(xs, ys)]
+        psnr_y = [
+            peak_signal_noise_ratio(y_channel(y, sr_crop), y_channel(x, sr_crop), data_range=255)
+            for x, y in zip(xs, ys)
+        ]
+        ssim_y = [
+            structural_similarity(y_channel(y, sr_crop), y_channel(x, sr_crop), data_range=255) for x, y in zip(xs, ys)
+        ]
         m["psnr_y"] = summary(psnr_y)
         m["ssim_y"] = summary(ssim_y)
     return m
@@ -87,7 +98,11 @@ def write_run(run: Path, task: str, cols: dict[str, dict[str, np.ndarray]], scal
     metrics = {
         "task": task,
         "scale": scale,
-        "victim": {"url": "http://127.0.0.1:8123", "name": f"classical:{'stylize?sigma_s=20&sigma_r=0.3' if task == 'style' else 'bicubic?scale=4'}", "info": {"task": task}},
+        "victim": {
+            "url": "http://127.0.0.1:8123",
+            "name": f"classical:{'stylize?sigma_s=20&sigma_r=0.3' if task == 'style' else 'bicubic?scale=4'}",
+            "info": {"task": task},
+        },
         "surrogate": {"path": str(run / "surrogate"), "kind": "unet", "base_channels": 32},
         "queries": {"spent": budget, "budget": budget, "store": str(run / "store")},
         "sets": {
@@ -107,7 +122,9 @@ def write_run(run: Path, task: str, cols: dict[str, dict[str, np.ndarray]], scal
     }
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run / "config.json").write_text(json.dumps({"task": task}))
-    (run / "env.json").write_text(json.dumps({"copymark": "0.1.0", "time": "2026-11-23T12:00:00+0000", "git_commit": "0123456789abcdef"}))
+    (run / "env.json").write_text(
+        json.dumps({"copymark": "0.1.0", "time": "2026-11-23T12:00:00+0000", "git_commit": "0123456789abcdef"})
+    )
     return metrics
 
 
@@ -135,8 +152,10 @@ def learning_curve(inputs: list[np.ndarray], answers: list[np.ndarray], budget: 
             a = np.c_[x[idx], np.ones(len(idx))]
             coef, *_ = np.linalg.lstsq(a, y[idx], rcond=None)
             pred = np.clip(np.c_[x, np.ones(len(x))] @ coef, 0, 255).round()
-            per = [peak_signal_noise_ratio(t, p.reshape(t.shape).astype(np.uint8), data_range=255)
-                   for t, p in zip(answers, np.split(pred, len(answers)))]
+            per = [
+                peak_signal_noise_ratio(t, p.reshape(t.shape).astype(np.uint8), data_range=255)
+                for t, p in zip(answers, np.split(pred, len(answers)))
+            ]
             s = summary(per)
             points.append({"strategy": strategy, "queries": q, "value": s["mean"], "ci95": s["ci95"]})
     return {"metric": "psnr_rgb", "budget": budget, "points": points}

@@ -45,7 +45,7 @@ def test_report_renders_in_chromium(style_run, sr_run, artifacts_dir):
             ):
                 page = browser.new_page(viewport={"width": width, "height": 900})
                 requests: list[str] = []
-                page.on("request", lambda r: requests.append(r.url))
+                page.on("request", lambda r, seen=requests: seen.append(r.url))
                 page.goto(html.as_uri(), wait_until="load")
                 tables = page.locator("table.metrics")
                 assert tables.count() == 1

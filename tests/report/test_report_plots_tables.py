@@ -57,7 +57,10 @@ def test_tables_markdown(style_run):
     assert len(rows) == 1 + 5 * 2
     assert all(r.count("|") - r.count("\\|") == 6 for r in rows)
     b = m["sets"]["test"]["tables"]["B"]["metrics"]["psnr_rgb"]
-    assert f"| B: surrogate vs victim | PSNR (RGB) [dB]\u00a0↑ | {b['mean']:.2f} ± {b['std']:.2f} | 6 | [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}] |" in md
+    assert (
+        f"| B: surrogate vs victim | PSNR (RGB) [dB]\u00a0↑ | {b['mean']:.2f} ± {b['std']:.2f} | 6 | [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}] |"
+        in md
+    )
     assert "reproduces the victim" in md
     assert tables_markdown({"task": "sr", "sets": {}}).startswith("# Extraction results (super-resolution)")
 
@@ -84,7 +87,10 @@ def test_reading_sentence_verdicts():
     }
     assert "worse than the identity map" in reading_sentence("benchmark", s2)
     # no CI: says the verdict rests on the means
-    s3 = {"tables": {"B": {"metrics": {"psnr_y": {"mean": 30.0}}}}, "baselines": {"bicubic_vs_victim": {"psnr_y": {"mean": 28.0}}}}
+    s3 = {
+        "tables": {"B": {"metrics": {"psnr_y": {"mean": 30.0}}}},
+        "baselines": {"bicubic_vs_victim": {"psnr_y": {"mean": 28.0}}},
+    }
     t3 = reading_sentence("test", s3)
     assert "better than bicubic upscaling" in t3 and "means alone" in t3
     assert reading_sentence("test", {"tables": {"B": {"metrics": {}}}}) is None
@@ -96,8 +102,10 @@ def test_reading_sentence_prefers_the_paired_difference():
     ident = {**_entry(12.7, 11.0, 14.5), "paired_gain": _entry(3.7, 2.9, 4.4)}
     unt = {**_entry(16.0, 14.0, 18.0), "paired_gain": _entry(0.4, -0.5, 1.2)}
     worse = {**_entry(17.0, 15.0, 19.0), "paired_gain": _entry(-0.6, -0.9, -0.2)}
-    s = {"tables": {"B": {"metrics": {"psnr_rgb": b}}},
-         "baselines": {"identity_vs_victim": {"psnr_rgb": ident}, "untrained_vs_victim": {"psnr_rgb": unt}}}
+    s = {
+        "tables": {"B": {"metrics": {"psnr_rgb": b}}},
+        "baselines": {"identity_vs_victim": {"psnr_rgb": ident}, "untrained_vs_victim": {"psnr_rgb": unt}},
+    }
     text = reading_sentence("test", s)
     assert "better than the identity map" in text
     assert "not distinguishable from an untrained surrogate" in text

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from copymark.extraction.victims import Victim, function_victim
 from copymark.images import encode_png
 from copymark.serving.app import create_app
+from copymark.serving.models import ImageModel, function_model
 from copymark.serving.settings import ServeSettings
 
 KEY = "test-key-0001"
@@ -48,11 +48,14 @@ def png_header_only(width: int, height: int) -> bytes:
 
     Any attempt to decode its pixels fails; reading its header succeeds.
     """
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 class CountingVictim:
@@ -76,12 +79,12 @@ class CountingVictim:
         # a colour inversion with a gamma: nontrivial, exact on 8-bit inputs
         return (1.0 - x).pow(0.8)
 
-    def victim(self, name: str = "counting") -> Victim:
-        return function_victim(self, name=name)
+    def victim(self, name: str = "counting") -> ImageModel:
+        return function_model(self, name=name)
 
 
 @contextlib.asynccontextmanager
-async def asgi_client(victim: Victim, s: ServeSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def asgi_client(victim: ImageModel, s: ServeSettings) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the app through ASGITransport, with the app's lifespan running."""
     app = create_app(victim, s)
     async with app.router.lifespan_context(app):

@@ -35,15 +35,22 @@ def test_serve_bad_inputs_exit_2(tmp_path, capsys):
 def test_extract_bad_inputs_exit_2(tmp_path, capsys):
     base = ["extract", "--api-key", KEY, "--budget", "3", "--store", str(tmp_path / "s")]
     (tmp_path / "photos").mkdir()
-    assert main(base + ["--victim-url", "http://127.0.0.1:9", "--data", str(tmp_path / "photos"),
-                        "--strategy", "clever"]) == 2
+    assert (
+        main(base + ["--victim-url", "http://127.0.0.1:9", "--data", str(tmp_path / "photos"), "--strategy", "clever"])
+        == 2
+    )
     assert "strategy" in capsys.readouterr().err
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.monotonic()
-    assert main(base + ["--victim-url", f"http://127.0.0.1:{port}", "--data", str(tmp_path / "photos"),
-                        "--max-retries", "1"]) == 2
+    assert (
+        main(
+            base
+            + ["--victim-url", f"http://127.0.0.1:{port}", "--data", str(tmp_path / "photos"), "--max-retries", "1"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "gave up after 2 attempts" in err and "ConnectError" in err
     assert time.monotonic() - t0 < 20
@@ -55,10 +62,27 @@ def test_copymark_serve_subprocess(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "copymark.cli", "serve", "--victim", "classical:cartoon",
-                             "--keys", str(keys), "--port", str(port), "--log-level", "warning",
-                             "--request-log", str(tmp_path / "log.jsonl")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "copymark.cli",
+            "serve",
+            "--victim",
+            "classical:cartoon",
+            "--keys",
+            str(keys),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--request-log",
+            str(tmp_path / "log.jsonl"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, timeout=60)
@@ -104,17 +128,27 @@ def test_background_server_has_no_nagle_delay(tmp_path):
 def test_extract_stops_cleanly_on_budget_and_wrong_key(tmp_path, capsys):
     from servehelpers import settings
 
+    from copymark.client.store import QueryStore
     from copymark.data.samples import samples_to_folder
-    from copymark.extraction.store import QueryStore
-    from copymark.extraction.victims import load_victim
     from copymark.serving.app import create_app
+    from copymark.serving.models import load_model
     from copymark.serving.server import BackgroundServer
 
     write_keys(tmp_path, budget=3)
     samples_to_folder(tmp_path / "photos", names=["chelsea"], max_side=80)
-    with BackgroundServer(create_app(load_victim("classical:cartoon"), settings(tmp_path))) as srv:
-        base = ["extract", "--victim-url", srv.url, "--data", str(tmp_path / "photos"), "--budget", "5",
-                "--size", "24", "--quiet"]
+    with BackgroundServer(create_app(load_model("classical:cartoon"), settings(tmp_path))) as srv:
+        base = [
+            "extract",
+            "--victim-url",
+            srv.url,
+            "--data",
+            str(tmp_path / "photos"),
+            "--budget",
+            "5",
+            "--size",
+            "24",
+            "--quiet",
+        ]
         assert main(base + ["--api-key", KEY, "--store", str(tmp_path / "s")]) == 2
         err = capsys.readouterr().err
         assert "stopped after 3 of 5 answers" in err and "budget" in err and "keeps all 3 answers" in err

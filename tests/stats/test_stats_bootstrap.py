@@ -22,8 +22,14 @@ def test_bootstrap_close_to_t_interval():
 def test_bootstrap_matches_scipy_percentile():
     x = np.random.default_rng(2).exponential(1.0, size=80)
     ours = bootstrap_ci(x, n_boot=5000, seed=0, level=0.9)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=5000, method="percentile", confidence_level=0.9,
-                          random_state=np.random.default_rng(9)).confidence_interval
+    ref = stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=5000,
+        method="percentile",
+        confidence_level=0.9,
+        random_state=np.random.default_rng(9),
+    ).confidence_interval
     assert ours == pytest.approx((ref.low, ref.high), abs=0.04)
 
 

@@ -11,8 +11,9 @@ from copymark.errors import ConfigError
 from copymark.stats import tost_ind_n, tost_ind_power, tost_min_bound, ttest_ind_n, ttest_ind_power
 
 
-@pytest.mark.parametrize("d,alpha,power,ratio", [(0.3, 0.05, 0.8, 1.0), (0.5, 0.01, 0.9, 1.0), (0.2, 0.05, 0.8, 2.0),
-                                                  (0.8, 0.05, 0.95, 0.5)])
+@pytest.mark.parametrize(
+    "d,alpha,power,ratio", [(0.3, 0.05, 0.8, 1.0), (0.5, 0.01, 0.9, 1.0), (0.2, 0.05, 0.8, 2.0), (0.8, 0.05, 0.95, 0.5)]
+)
 def test_ttest_sample_size_matches_statsmodels(d, alpha, power, ratio):
     ref = TTestIndPower().solve_power(effect_size=d, alpha=alpha, power=power, ratio=ratio)
     assert ttest_ind_n(d, alpha=alpha, power=power, ratio=ratio) == pytest.approx(ref, rel=1e-5)

@@ -21,8 +21,12 @@ def write_images(folder: Path, stems: list[str], seed: int, size: int = 24, suff
 @pytest.fixture
 def image_folders(tmp_path: Path) -> dict[str, Path]:
     stems = [f"img{i:02d}" for i in range(12)]
-    f = {"victim": tmp_path / "victim", "surrogate": tmp_path / "surrogate", "examples": tmp_path / "examples",
-         "inputs": tmp_path / "inputs"}
+    f = {
+        "victim": tmp_path / "victim",
+        "surrogate": tmp_path / "surrogate",
+        "examples": tmp_path / "examples",
+        "inputs": tmp_path / "inputs",
+    }
     write_images(f["victim"], stems, 1)
     write_images(f["surrogate"], stems, 2, suffix=".jpg")
     write_images(f["inputs"], stems, 3)
@@ -33,6 +37,13 @@ def image_folders(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def study_dir(tmp_path: Path, image_folders) -> Path:
     out = tmp_path / "study"
-    create_study(image_folders["victim"], image_folders["surrogate"], image_folders["examples"], out,
-                 per_participant=6, seed=3, attention_checks=1)
+    create_study(
+        image_folders["victim"],
+        image_folders["surrogate"],
+        image_folders["examples"],
+        out,
+        per_participant=6,
+        seed=3,
+        attention_checks=1,
+    )
     return out

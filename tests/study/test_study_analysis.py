@@ -70,8 +70,18 @@ def test_cli_simulate_then_analyze(tmp_path, capsys):
     assert main(["study", "analyze", str(csv), "--out", str(out_dir)]) == 0
     text = capsys.readouterr().out
     assert "Verdict: equivalent" in text and "p_low=" in text and "p_high=" in text and "90% CI" in text
-    for name in ("analysis.md", "analysis.html", "analysis.json", "per_image.csv", "scores.png", "per_image.png",
-                 "config.json", "env.json", "metrics.json", "log.txt"):
+    for name in (
+        "analysis.md",
+        "analysis.html",
+        "analysis.json",
+        "per_image.csv",
+        "scores.png",
+        "per_image.png",
+        "config.json",
+        "env.json",
+        "metrics.json",
+        "log.txt",
+    ):
         assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 100, name
     import json
 
@@ -106,13 +116,20 @@ def test_cli_export_and_analyze_a_study(study_dir, tmp_path, capsys):
             for step in range(7):
                 html = c.get("/rate").text
                 f = dict(re.findall(r'name="(position|item_id|nonce)" value="([^"]+)"', html))
-                m = re.search(r'please choose <strong>(\d)', html)
+                m = re.search(r"please choose <strong>(\d)", html)
                 c.post("/rate", data={**f, "score": m.group(1) if m else str(1 + (step + k) % 5)})
     out = tmp_path / "ratings.csv"
     assert main(["study", "export", str(study_dir), "--out", str(out)]) == 0
     rows = read_csv(out)
     assert len(rows) == 28 and {r["model"] for r in rows} == {"victim", "surrogate", "attention"}
-    key = lambda r: (str(r["participant"]), r["position"], r["item_id"], r["model"], r["score"], str(r["expected_score"]))
+    key = lambda r: (
+        str(r["participant"]),
+        r["position"],
+        r["item_id"],
+        r["model"],
+        r["score"],
+        str(r["expected_score"]),
+    )
     assert [key(r) for r in rows] == [key(r) for r in load_ratings(study_dir)]
     capsys.readouterr()
     assert main(["study", "analyze", str(study_dir)]) == 0
@@ -122,13 +139,49 @@ def test_cli_export_and_analyze_a_study(study_dir, tmp_path, capsys):
 
 def test_cli_create(image_folders, tmp_path, capsys):
     out = tmp_path / "new_study"
-    assert main(["study", "create", "--victim-dir", str(image_folders["victim"]), "--surrogate-dir",
-                 str(image_folders["surrogate"]), "--style-examples", str(image_folders["examples"]), "--out", str(out),
-                 "--per-participant", "10", "--seed", "2", "--attention-checks", "1"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "create",
+                "--victim-dir",
+                str(image_folders["victim"]),
+                "--surrogate-dir",
+                str(image_folders["surrogate"]),
+                "--style-examples",
+                str(image_folders["examples"]),
+                "--out",
+                str(out),
+                "--per-participant",
+                "10",
+                "--seed",
+                "2",
+                "--attention-checks",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (out / "study.json").is_file()
-    assert main(["study", "create", "--victim-dir", str(image_folders["victim"]), "--surrogate-dir",
-                 str(image_folders["surrogate"]), "--style-examples", str(image_folders["examples"]), "--out",
-                 str(tmp_path / "x"), "--per-participant", "7"]) == 2
+    assert (
+        main(
+            [
+                "study",
+                "create",
+                "--victim-dir",
+                str(image_folders["victim"]),
+                "--surrogate-dir",
+                str(image_folders["surrogate"]),
+                "--style-examples",
+                str(image_folders["examples"]),
+                "--out",
+                str(tmp_path / "x"),
+                "--per-participant",
+                "7",
+            ]
+        )
+        == 2
+    )
     assert "even" in capsys.readouterr().err
 
 

@@ -29,15 +29,16 @@ def form_fields(html: str) -> dict:
 
 
 def expected_score(html: str) -> str | None:
-    m = re.search(r'please choose <strong>(\d)', html)
+    m = re.search(r"please choose <strong>(\d)", html)
     return m.group(1) if m else None
 
 
 def db_rows(study_dir) -> list[tuple]:
     con = sqlite3.connect(study_dir / "responses.sqlite")
     try:
-        return con.execute("SELECT participant_id, position, item_id, model, score FROM responses "
-                           "ORDER BY participant_id, position").fetchall()
+        return con.execute(
+            "SELECT participant_id, position, item_id, model, score FROM responses ORDER BY participant_id, position"
+        ).fetchall()
     finally:
         con.close()
 
@@ -131,13 +132,16 @@ def test_bad_input_is_refused_and_nothing_counts_twice(client, study_dir):
     store = StudyStore(study_dir, load_study(study_dir))
     p = store.participant_by_token(client.cookies.get(COOKIE))
     later = p.plan[3]
-    r = client.post("/rate", data={"position": "3", "item_id": later.item_id, "score": "1",
-                                   "nonce": store.nonce(p.id, 3, later.item_id)})
+    r = client.post(
+        "/rate",
+        data={"position": "3", "item_id": later.item_id, "score": "1", "nonce": store.nonce(p.id, 3, later.item_id)},
+    )
     assert r.status_code == 409
     # an image of the study that is not this page's image
     other = p.plan[2].item_id
-    r = client.post("/rate", data={"position": "1", "item_id": other, "score": "1",
-                                   "nonce": store.nonce(p.id, 1, other)})
+    r = client.post(
+        "/rate", data={"position": "1", "item_id": other, "score": "1", "nonce": store.nonce(p.id, 1, other)}
+    )
     assert r.status_code == 404
     assert len(db_rows(study_dir)) == 1
     assert client.get("/image/unknown-id").status_code == 404

@@ -15,11 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _free_port() -> int:
@@ -32,9 +37,25 @@ def _free_port() -> int:
 def server(study_dir):
     port = _free_port()
     env = {**os.environ, "COPYMARK_STUDY_ADMIN_PASSWORD": "browser-pw"}
-    proc = subprocess.Popen([sys.executable, "-m", "copymark.cli", "study", "serve", str(study_dir), "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "copymark.cli",
+            "study",
+            "serve",
+            str(study_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -114,13 +135,25 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
 
     con = sqlite3.connect(study_dir / "responses.sqlite")
     try:
-        rows = con.execute("SELECT position, item_id, model, score, expected FROM responses ORDER BY position").fetchall()
-        parts = con.execute("SELECT COUNT(*), MAX(completion_code) FROM participants WHERE completed_at IS NOT NULL").fetchone()
+        rows = con.execute(
+            "SELECT position, item_id, model, score, expected FROM responses ORDER BY position"
+        ).fetchall()
+        parts = con.execute(
+            "SELECT COUNT(*), MAX(completion_code) FROM participants WHERE completed_at IS NOT NULL"
+        ).fetchone()
     finally:
         con.close()
     assert [(r[1], r[3]) for r in rows] == chosen
     assert len(rows) == 7 and [r[0] for r in rows] == list(range(7))
-    assert sorted(r[2] for r in rows) == ["attention", "surrogate", "surrogate", "surrogate", "victim", "victim", "victim"]
+    assert sorted(r[2] for r in rows) == [
+        "attention",
+        "surrogate",
+        "surrogate",
+        "surrogate",
+        "victim",
+        "victim",
+        "victim",
+    ]
     att = [r for r in rows if r[2] == "attention"]
     assert att[0][3] == att[0][4]  # the instructed answer was given
     assert parts == (1, code)

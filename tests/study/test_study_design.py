@@ -63,8 +63,14 @@ def test_plan_is_seeded_balanced_and_never_shows_both_outputs(study_dir):
 
 
 def test_create_study_with_inputs(tmp_path, image_folders):
-    cfg = create_study(image_folders["victim"], image_folders["surrogate"], image_folders["examples"], tmp_path / "s2",
-                       per_participant=4, input_dir=image_folders["inputs"])
+    cfg = create_study(
+        image_folders["victim"],
+        image_folders["surrogate"],
+        image_folders["examples"],
+        tmp_path / "s2",
+        per_participant=4,
+        input_dir=image_folders["inputs"],
+    )
     assert all(i.original is not None for i in cfg.inputs)
 
 

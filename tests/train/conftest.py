@@ -50,7 +50,9 @@ def photos() -> dict[str, torch.Tensor]:
 
 def crops(img: torch.Tensor, size: int, step: int) -> list[torch.Tensor]:
     h, w = img.shape[-2:]
-    return [img[:, y : y + size, x : x + size] for y in range(0, h - size + 1, step) for x in range(0, w - size + 1, step)]
+    return [
+        img[:, y : y + size, x : x + size] for y in range(0, h - size + 1, step) for x in range(0, w - size + 1, step)
+    ]
 
 
 def write_paired(root: Path, images: list[torch.Tensor]) -> Path:

@@ -26,9 +26,23 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, paired_dir, tiny):
     ddp_run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "copymark.cli", "train", "pix2pix", "--data", str(paired_dir), "--run-dir", str(ddp_run),
-        "--batch-size", "1", *common,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "copymark.cli",
+        "train",
+        "pix2pix",
+        "--data",
+        str(paired_dir),
+        "--run-dir",
+        str(ddp_run),
+        "--batch-size",
+        "1",
+        *common,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -69,7 +83,9 @@ def test_torch_compile_path_trains_and_exports(tmp_path, paired_dir, tiny):
     plain modules' weights and load for inference."""
     from copymark.translate import load_translation_model
 
-    cfg = api.make_train_config("pix2pix", paired_dir, tiny["pix2pix"], size=32, iters=2, batch_size=2, progress=False, compile=True)
+    cfg = api.make_train_config(
+        "pix2pix", paired_dir, tiny["pix2pix"], size=32, iters=2, batch_size=2, progress=False, compile=True
+    )
     res = api.train(cfg, tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(v)) for v in res.last_losses.values())
     assert load_translation_model(tmp_path / "run")(torch.rand(1, 3, 40, 40)).shape == (1, 3, 40, 40)
@@ -83,9 +99,27 @@ def test_ddp_runs_procedures_with_several_forwards_per_step(kind, tmp_path, unpa
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "copymark.cli", "train", kind, "--data", str(unpaired_dir), "--run-dir", str(run_dir),
-        "--size", "32", "--iters", "2", "--no-progress", "--net-config", json.dumps(tiny[kind]),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "copymark.cli",
+        "train",
+        kind,
+        "--data",
+        str(unpaired_dir),
+        "--run-dir",
+        str(run_dir),
+        "--size",
+        "32",
+        "--iters",
+        "2",
+        "--no-progress",
+        "--net-config",
+        json.dumps(tiny[kind]),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

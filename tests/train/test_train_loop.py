@@ -59,7 +59,9 @@ def test_resume_is_exact(kind, cls, tiny, tmp_path, paired_dir, unpaired_dir, mo
     a, b = _final_tensors(full, 6), _final_tensors(cut, 6)
     assert a.keys() == b.keys()
     differing = [k for k in a if not torch.equal(a[k], b[k])]
-    assert differing == [], [(k, a[k].shape, a[k].flatten()[:4], b[k].flatten()[:4]) for k in differing if not k.startswith("state")][:3] or [(k, a[k].shape, a[k].flatten()[:4], b[k].flatten()[:4]) for k in differing][:3]
+    assert differing == [], [
+        (k, a[k].shape, a[k].flatten()[:4], b[k].flatten()[:4]) for k in differing if not k.startswith("state")
+    ][:3] or [(k, a[k].shape, a[k].flatten()[:4], b[k].flatten()[:4]) for k in differing][:3]
     # the weights really changed during the resumed part (the comparison is not vacuous)
     w4 = _final_tensors(full, 4)
     assert any(not torch.equal(w4[k], a[k]) for k in a if k.startswith(("G", "G_A")))
@@ -82,7 +84,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(log_every, tiny, tmp_path
     run_dir = tmp_path / "run"
     # with log_every 10 the losses reach the host in windows; the checkpoint due at 6 forces the check
     noticed = "" if log_every == 1 else r" \(noticed at iteration 6\)"
-    with pytest.raises(TrainingDiverged, match=rf"diverged at iteration 5{noticed}:.*last good checkpoint is .*iter-00000004"):
+    with pytest.raises(
+        TrainingDiverged, match=rf"diverged at iteration 5{noticed}:.*last good checkpoint is .*iter-00000004"
+    ):
         api.train(_cfg(tiny, "pix2pix", paired_dir, log_every=log_every), run_dir)
     assert (run_dir / "checkpoints" / "LATEST").read_text().strip() == "iter-00000004"
     assert not (run_dir / "checkpoints" / "iter-00000006").exists()
@@ -116,8 +120,15 @@ def test_short_training_lowers_held_out_l1(tiny, tmp_path, photos, helpers):
     y = torch.stack([helpers.target_of(t) for t in x])
 
     cfg = api.make_train_config(
-        "pix2pix", tmp_path / "data", {**tiny["pix2pix"], "lr": 1e-3}, size=32,
-        iters=120, batch_size=8, progress=False, log_every=20, save_every=1,
+        "pix2pix",
+        tmp_path / "data",
+        {**tiny["pix2pix"], "lr": 1e-3},
+        size=32,
+        iters=120,
+        batch_size=8,
+        progress=False,
+        log_every=20,
+        save_every=1,
     )
     cfg.loop.save_every = 0
     # held-out L1 of the initial generator (iteration 0 weights, same seed)

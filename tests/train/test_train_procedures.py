@@ -9,10 +9,8 @@ import torch
 
 from copymark.cli import main
 from copymark.errors import ConfigError, DataError, WeightsError
-from copymark.translate import load_translation_model
 from copymark.train import api
-
-
+from copymark.translate import load_translation_model
 
 TINY: dict = {}
 
@@ -73,15 +71,36 @@ def test_srgan_with_vgg_file_and_without_perceptual(sr_dir, tmp_path):
     assert set(res.last_losses) == {"vgg", "G_adv", "D"}
     # explicit opt-out: pixel MSE content loss, initialised from an SRResNet run
     api.train(_cfg("srresnet", sr_dir, loop={"iters": 1}), tmp_path / "pre")
-    res = api.train(_cfg("srgan", sr_dir, perceptual=False, init_from=str(tmp_path / "pre"), loop={"iters": 2}), tmp_path / "run2")
+    res = api.train(
+        _cfg("srgan", sr_dir, perceptual=False, init_from=str(tmp_path / "pre"), loop={"iters": 2}), tmp_path / "run2"
+    )
     assert set(res.last_losses) == {"mse", "G_adv", "D"}
 
 
 def test_cli_train_and_translate(paired_dir, tmp_path):
     run_dir = tmp_path / "run"
     net = json.dumps(TINY["pix2pix"])
-    rc = main(["train", "pix2pix", "--data", str(paired_dir), "--run-dir", str(run_dir), "--size", "32", "--batch-size", "2",
-               "--iters", "2", "--net-config", net, "--no-progress", "--sample-every", "1"])
+    rc = main(
+        [
+            "train",
+            "pix2pix",
+            "--data",
+            str(paired_dir),
+            "--run-dir",
+            str(run_dir),
+            "--size",
+            "32",
+            "--batch-size",
+            "2",
+            "--iters",
+            "2",
+            "--net-config",
+            net,
+            "--no-progress",
+            "--sample-every",
+            "1",
+        ]
+    )
     assert rc == 0
     assert (run_dir / "samples" / "iter-00000001.png").is_file()
     assert "G_l1" in (run_dir / "log.txt").read_text()
@@ -91,10 +110,42 @@ def test_cli_train_and_translate(paired_dir, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["final_losses"] == before["final_losses"]
     assert "already finished" in (run_dir / "log.txt").read_text()
     out = tmp_path / "out"
-    rc = main(["translate", "--model", str(run_dir), "--input", str(paired_dir / "A"), "--output", str(out), "--tile", "32", "--overlap", "8", "--no-progress"])
+    rc = main(
+        [
+            "translate",
+            "--model",
+            str(run_dir),
+            "--input",
+            str(paired_dir / "A"),
+            "--output",
+            str(out),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and len(list(out.glob("*.png"))) == 16
     # an existing run is not overwritten
-    assert main(["train", "pix2pix", "--data", str(paired_dir), "--run-dir", str(run_dir), "--size", "32", "--net-config", net, "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "pix2pix",
+                "--data",
+                str(paired_dir),
+                "--run-dir",
+                str(run_dir),
+                "--size",
+                "32",
+                "--net-config",
+                net,
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_bad_data_is_a_clear_error(tmp_path, paired_dir, photos):
@@ -120,7 +171,9 @@ def test_bad_data_is_a_clear_error(tmp_path, paired_dir, photos):
     gray = (photos["chelsea"][0, :32, :32] * 255).to(torch.uint8).numpy()
     Image.fromarray(gray, mode="L").save(paired_dir / "A" / "gray.png")
     Image.fromarray(gray, mode="L").convert("P").save(paired_dir / "B" / "gray.png")
-    cfg = api.make_train_config("pix2pix", paired_dir, TINY["pix2pix"], size=32, resize_policy="resize", iters=1, batch_size=18, progress=False)
+    cfg = api.make_train_config(
+        "pix2pix", paired_dir, TINY["pix2pix"], size=32, resize_policy="resize", iters=1, batch_size=18, progress=False
+    )
     res = api.train(cfg, tmp_path / "r4")  # all 18 pairs in one batch: the odd one resized, the gray one RGB
     assert res.iterations == 1
     # a size that is not a multiple of the generator's stride
@@ -140,7 +193,9 @@ def test_bf16_autocast_path_on_cpu(paired_dir, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind,amp", [("pix2pix", "bf16"), ("cyclegan", "fp16"), ("ugatit", "bf16"), ("srresnet", "fp16")])
+@pytest.mark.parametrize(
+    "kind,amp", [("pix2pix", "bf16"), ("cyclegan", "fp16"), ("ugatit", "bf16"), ("srresnet", "fp16")]
+)
 def test_procedure_trains_on_cuda_with_amp(kind, amp, tmp_path, paired_dir, unpaired_dir, sr_dir):
     """GPU by configuration: AMP + channels_last; the exported net runs on CPU and on CUDA alike."""
     data = {"pix2pix": paired_dir, "cyclegan": unpaired_dir, "ugatit": unpaired_dir, "srresnet": sr_dir}[kind]

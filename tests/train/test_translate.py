@@ -24,10 +24,14 @@ class TinyStrided(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1),
         )
 

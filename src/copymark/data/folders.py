@@ -281,7 +281,9 @@ class ClassFolders(_Seeded):
         _check_policy(resize_policy)
         self.root = Path(root)
         if not self.root.exists():
-            raise DataError(f"class folder root not found: {self.root}", hint="check the path; expected root/<class>/<images>")
+            raise DataError(
+                f"class folder root not found: {self.root}", hint="check the path; expected root/<class>/<images>"
+            )
         if not self.root.is_dir():
             raise DataError(f"class folder root is not a directory: {self.root}", hint="expected root/<class>/<images>")
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))

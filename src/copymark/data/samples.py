@@ -72,23 +72,48 @@ class Sample:
 
 
 _CATALOGUE: tuple[SampleInfo, ...] = (
-    SampleInfo("astronaut", "skimage", "data/astronaut.png", "astronaut Eileen Collins (NASA Great Images)", "public domain"),
+    SampleInfo(
+        "astronaut", "skimage", "data/astronaut.png", "astronaut Eileen Collins (NASA Great Images)", "public domain"
+    ),
     SampleInfo("chelsea", "skimage", "data/chelsea.png", "Chelsea the cat (Stefan van der Walt)", "CC0"),
     SampleInfo("coffee", "skimage", "data/coffee.png", "coffee cup (Rachel Michetti, Pikolo Espresso Bar)", "CC0"),
     SampleInfo("rocket", "skimage", "data/rocket.jpg", "DSCOVR launch on Falcon 9 (SpaceX)", "public domain"),
-    SampleInfo("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg", "Hubble eXtreme Deep Field (NASA)", "public domain"),
     SampleInfo(
-        "immunohistochemistry", "skimage", "data/ihc.png", "IHC-stained colonic glands (CMMI)", "no known copyright restrictions"
+        "hubble_deep_field",
+        "skimage",
+        "data/hubble_deep_field.jpg",
+        "Hubble eXtreme Deep Field (NASA)",
+        "public domain",
+    ),
+    SampleInfo(
+        "immunohistochemistry",
+        "skimage",
+        "data/ihc.png",
+        "IHC-stained colonic glands (CMMI)",
+        "no known copyright restrictions",
     ),
     SampleInfo("retina", "skimage", "data/retina.jpg", "fundus photograph (Mikael Haggstrom, Wikimedia)", "CC0"),
-    SampleInfo("china", "sklearn", "datasets/images/china.jpg", "temple in China (danielbuechele, Flickr)", "CC BY 2.0"),
+    SampleInfo(
+        "china", "sklearn", "datasets/images/china.jpg", "temple in China (danielbuechele, Flickr)", "CC BY 2.0"
+    ),
     SampleInfo("flower", "sklearn", "datasets/images/flower.jpg", "flower (vultilion, Flickr)", "CC BY 2.0"),
     SampleInfo("camera", "skimage", "data/camera.png", "cameraman (Lav Varshney), grayscale", "CC0", grayscale=True),
     SampleInfo(
-        "coins", "skimage", "data/coins.png", "Greek coins from Pompeii (Brooklyn Museum), grayscale",
-        "no known copyright restrictions", grayscale=True,
+        "coins",
+        "skimage",
+        "data/coins.png",
+        "Greek coins from Pompeii (Brooklyn Museum), grayscale",
+        "no known copyright restrictions",
+        grayscale=True,
     ),
-    SampleInfo("moon", "skimage", "data/moon.png", "surface of the moon, grayscale", "none stated by scikit-image", grayscale=True),
+    SampleInfo(
+        "moon",
+        "skimage",
+        "data/moon.png",
+        "surface of the moon, grayscale",
+        "none stated by scikit-image",
+        grayscale=True,
+    ),
 )
 _BY_NAME = {s.name: s for s in _CATALOGUE}
 
@@ -123,7 +148,7 @@ def sample_path(name: str) -> Path:
     return p
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_uint8(name: str) -> torch.Tensor:
     return im.to_uint8(im.load_image(sample_path(name)))
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
-from copymark.files import atomic_write_json, read_json
 from copymark.errors import DataError
+from copymark.files import atomic_write_json, read_json
 
 SPLITS = ("train", "val", "test")
 HASH_METHOD = "sha256(salt + key) -> first 8 bytes as big-endian uint64 / 2**64"
@@ -141,7 +141,11 @@ def read_split_manifest(path: str | Path) -> SplitManifest:
     except (KeyError, TypeError) as err:
         raise DataError(f"{p}: split manifest lacks {err}") from None
     m = SplitManifest(
-        ratios=ratios, splits=splits, salt=str(obj.get("salt", "")), source=obj.get("source"), extra=obj.get("extra") or {}
+        ratios=ratios,
+        splits=splits,
+        salt=str(obj.get("salt", "")),
+        source=obj.get("source"),
+        extra=obj.get("extra") or {},
     )
     m.verify()
     return m

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,15 +22,26 @@ def _print_tables(run_dir: Path) -> None:
 def evaluate(
     victim_url: str = typer.Option(..., "--victim-url", help="Base URL of the victim API, e.g. http://127.0.0.1:8000"),
     api_key: str = typer.Option(..., "--api-key", envvar="COPYMARK_API_KEY", help="API key (Bearer) for the victim."),
-    surrogate: Path = typer.Option(..., "--surrogate", help="Surrogate: checkpoint folder, training run folder or TorchScript .pt."),
+    surrogate: Path = typer.Option(
+        ..., "--surrogate", help="Surrogate: checkpoint folder, training run folder or TorchScript .pt."
+    ),
     test: Path = typer.Option(..., "--test", help="Test inputs (SR: LR images, or a folder with HR/ and LR_x4/)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground truth: paired by stem (SR: HR images), or a folder of target-style images (unpaired)."),
-    benchmark: Optional[Path] = typer.Option(None, "--benchmark", help="A second, benchmark set (same layout as --test)."),
-    benchmark_gt: Optional[Path] = typer.Option(None, "--benchmark-gt", help="Ground truth of the benchmark set."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder to write (default runs/evaluate-DATE-TIME)."),
-    inception_weights: Optional[Path] = typer.Option(
-        None, "--inception-weights", envvar="COPYMARK_INCEPTION_WEIGHTS",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; without it only SWD is reported."),
+    gt: Path | None = typer.Option(
+        None,
+        "--gt",
+        help="Ground truth: paired by stem (SR: HR images), or a folder of target-style images (unpaired).",
+    ),
+    benchmark: Path | None = typer.Option(None, "--benchmark", help="A second, benchmark set (same layout as --test)."),
+    benchmark_gt: Path | None = typer.Option(None, "--benchmark-gt", help="Ground truth of the benchmark set."),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Run folder to write (default runs/evaluate-DATE-TIME)."
+    ),
+    inception_weights: Path | None = typer.Option(
+        None,
+        "--inception-weights",
+        envvar="COPYMARK_INCEPTION_WEIGHTS",
+        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; without it only SWD is reported.",
+    ),
     kid: bool = typer.Option(True, "--kid/--no-kid", help="Report KID (needs --inception-weights)."),
     device: str = typer.Option("cpu", "--device", help="Device of the surrogate (cpu, cuda)."),
     n_boot: int = typer.Option(2000, "--n-boot", min=100, help="Bootstrap resamples for the 95% CIs."),
@@ -48,43 +58,77 @@ def evaluate(
     from copymark.runs import new_run_dir
 
     rd = run_dir or new_run_dir("runs", "evaluate")
-    run_evaluation(victim_url=victim_url, api_key=api_key, surrogate_path=surrogate, test_dir=test, gt_dir=gt,
-                   benchmark_dir=benchmark, benchmark_gt_dir=benchmark_gt, run_dir=rd,
-                   inception_weights=inception_weights, kid=kid and inception_weights is not None, device=device,
-                   n_boot=n_boot, seed=seed)
+    run_evaluation(
+        victim_url=victim_url,
+        api_key=api_key,
+        surrogate_path=surrogate,
+        test_dir=test,
+        gt_dir=gt,
+        benchmark_dir=benchmark,
+        benchmark_gt_dir=benchmark_gt,
+        run_dir=rd,
+        inception_weights=inception_weights,
+        kid=kid and inception_weights is not None,
+        device=device,
+        n_boot=n_boot,
+        seed=seed,
+    )
     _print_tables(rd)
     typer.echo(f"run folder: {rd}")
 
 
 def learning_curve(
     victim_url: str = typer.Option(..., "--victim-url", help="Base URL of the victim API."),
-    api_key: str = typer.Option(..., "--api-key", envvar="COPYMARK_API_KEY", help="Attacker's API key (pays the queries)."),
-    eval_api_key: Optional[str] = typer.Option(None, "--eval-api-key", help="Key for the test-set queries (default: --api-key)."),
+    api_key: str = typer.Option(
+        ..., "--api-key", envvar="COPYMARK_API_KEY", help="Attacker's API key (pays the queries)."
+    ),
+    eval_api_key: str | None = typer.Option(
+        None, "--eval-api-key", help="Key for the test-set queries (default: --api-key)."
+    ),
     data: Path = typer.Option(..., "--data", help="Attacker's photos (queries are crops of them)."),
     test: Path = typer.Option(..., "--test", help="Test inputs for table B."),
     budget: int = typer.Option(..., "--budget", min=1, help="Full query budget; points at fractions of it."),
     fractions: str = typer.Option("1/8,1/4,1/2,1", "--fractions", help="Budget fractions to measure."),
-    strategies: str = typer.Option("random,diverse", "--strategies", help="Comma-separated query-selection strategies."),
-    procedure: str = typer.Option("pix2pix", "--procedure", help="Surrogate procedure: pix2pix (style) or srresnet (SR)."),
-    net_config: Optional[str] = typer.Option(None, "--net-config", help="JSON overrides of the procedure config."),
+    strategies: str = typer.Option(
+        "random,diverse", "--strategies", help="Comma-separated query-selection strategies."
+    ),
+    procedure: str = typer.Option(
+        "pix2pix", "--procedure", help="Surrogate procedure: pix2pix (style) or srresnet (SR)."
+    ),
+    net_config: str | None = typer.Option(None, "--net-config", help="JSON overrides of the procedure config."),
     size: int = typer.Option(128, "--size", help="Query crop size (style; SR: the HR size of a query's answer)."),
-    train_size: Optional[int] = typer.Option(None, "--train-size", help="Training crop size (default --size; style: smaller means random crops of the answers)."),
+    train_size: int | None = typer.Option(
+        None,
+        "--train-size",
+        help="Training crop size (default --size; style: smaller means random crops of the answers).",
+    ),
     iters: int = typer.Option(300, "--iters", min=1, help="Training iterations per point (same for every point)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default runs/learning-curve-DATE-TIME)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run folder (default runs/learning-curve-DATE-TIME)."),
 ) -> None:
     """Table-B quality against queries spent, per query-selection strategy (JSON + plot)."""
+    from copymark.config import parse_json_arg
     from copymark.extraction.learning_curve import parse_fractions, run_learning_curve
     from copymark.runs import new_run_dir
-    from copymark.config import parse_json_arg
 
     rd = run_dir or new_run_dir("runs", "learning-curve")
     curve = run_learning_curve(
-        victim_url=victim_url, api_key=api_key, eval_api_key=eval_api_key, data_dir=data, test_dir=test,
-        budget=budget, run_dir=rd, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-        fractions=parse_fractions(fractions), procedure=procedure,
-        train_overrides=parse_json_arg(net_config, "--net-config"), size=size, train_size=train_size, iters=iters, batch_size=batch_size,
+        victim_url=victim_url,
+        api_key=api_key,
+        eval_api_key=eval_api_key,
+        data_dir=data,
+        test_dir=test,
+        budget=budget,
+        run_dir=rd,
+        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+        fractions=parse_fractions(fractions),
+        procedure=procedure,
+        train_overrides=parse_json_arg(net_config, "--net-config"),
+        size=size,
+        train_size=train_size,
+        iters=iters,
+        batch_size=batch_size,
         seed=seed,
     )
     for p in curve["points"]:
@@ -94,8 +138,8 @@ def learning_curve(
 
 def demo(
     task: str = typer.Option("style", "--task", help="style (OpenCV stylization victim) or sr (x4 super-resolution)."),
-    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Attacker's query budget."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Surrogate training iterations."),
+    budget: int | None = typer.Option(None, "--budget", min=1, help="Attacker's query budget."),
+    iters: int | None = typer.Option(None, "--iters", min=1, help="Surrogate training iterations."),
     strategy: str = typer.Option("diverse", "--strategy", help="Query selection: random or diverse."),
     seed: int = typer.Option(0, "--seed"),
     runs_root: Path = typer.Option(Path("runs"), "--runs", help="Where the demo's run folder goes."),

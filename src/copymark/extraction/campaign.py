@@ -37,9 +37,10 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from copymark.client.http import ApiClient, RetryPolicy
+from copymark.client.queries import QueryReport, query_all
+from copymark.client.store import QueryStore, sha256_hex
 from copymark.errors import ConfigError, DataError
-from copymark.extraction.oracle import OracleClient, QueryReport, RetryPolicy, query_all
-from copymark.extraction.store import QueryStore, sha256_hex
 
 Strategy = Literal["random", "diverse"]
 STRATEGIES: tuple[str, ...] = ("random", "diverse")
@@ -55,7 +56,9 @@ class Candidate:
 
     @property
     def source(self) -> str:
-        return f"{self.rel}#{self.top},{self.left}" + (f"@{self.resize_to[0]}x{self.resize_to[1]}" if self.resize_to else "")
+        return f"{self.rel}#{self.top},{self.left}" + (
+            f"@{self.resize_to[0]}x{self.resize_to[1]}" if self.resize_to else ""
+        )
 
 
 # the suffixes of copymark.images.IMAGE_SUFFIXES; the campaign reads photos with Pillow
@@ -67,9 +70,16 @@ def list_photos(root: Path) -> list[Path]:
     """Image files under ``root`` (recursively, hidden ones skipped), sorted by relative path."""
     if not root.is_dir():
         raise DataError(f"attacker data folder not found: {root}", hint="pass a folder of photos with --data")
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
-                    and not any(part.startswith(".") for part in p.relative_to(root).parts)),
-                   key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(
+        (
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in PHOTO_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
     if not files:
         raise DataError(f"attacker data folder {root} holds no images ({', '.join(PHOTO_SUFFIXES)})")
     return files
@@ -121,8 +131,9 @@ def _features(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([thumb, hist, grad]).astype(np.float32)
 
 
-def candidate_pool(data_dir: str | Path, size: int, budget: int, seed: int, pool_factor: float = 4.0,
-                   with_features: bool = False) -> tuple[list[Candidate], np.ndarray | None]:
+def candidate_pool(
+    data_dir: str | Path, size: int, budget: int, seed: int, pool_factor: float = 4.0, with_features: bool = False
+) -> tuple[list[Candidate], np.ndarray | None]:
     """All candidate crops of the attacker's photos (and their features when asked)."""
     root = Path(data_dir)
     files = list_photos(root)
@@ -146,7 +157,7 @@ def candidate_pool(data_dir: str | Path, size: int, budget: int, seed: int, pool
         for top, left in boxes:
             cands.append(Candidate(p, rel, top, left, resized))
             if arr is not None:
-                feats.append(_features(arr[top:top + size, left:left + size]))
+                feats.append(_features(arr[top : top + size, left : left + size]))
     return cands, (np.stack(feats) if with_features else None)
 
 
@@ -167,8 +178,15 @@ def kcenter_order(feats: np.ndarray, n: int, seed: int, dims: int = 48) -> list[
     return order
 
 
-def select_order(data_dir: str | Path, size: int, budget: int, strategy: str, seed: int,
-                 pool_factor: float = 4.0, n: int | None = None) -> list[Candidate]:
+def select_order(
+    data_dir: str | Path,
+    size: int,
+    budget: int,
+    strategy: str,
+    seed: int,
+    pool_factor: float = 4.0,
+    n: int | None = None,
+) -> list[Candidate]:
     """Candidates in the order the strategy would query them: the first ``n`` (default: all).
 
     The pool depends on ``budget`` (its size is about ``pool_factor x budget``), so a resumed
@@ -177,6 +195,7 @@ def select_order(data_dir: str | Path, size: int, budget: int, strategy: str, se
     match strategy:
         case "random":
             cands, _ = candidate_pool(data_dir, size, budget, seed, pool_factor)
+
             # order by a seeded hash of each candidate, so pools of different budgets (which nest)
             # list their common candidates in the same relative order
             def key(c: Candidate) -> bytes:
@@ -240,21 +259,55 @@ def run_campaign(
         raise ConfigError(f"size must be at least 8 pixels, got {size}")
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown query-selection strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
-    return asyncio.run(_campaign(victim_url, api_key, Path(data_dir), budget, Path(store_dir), strategy, size, seed,
-                                 concurrency, retry or RetryPolicy(), pool_factor, progress, plan_budget or budget))
+    return asyncio.run(
+        _campaign(
+            victim_url,
+            api_key,
+            Path(data_dir),
+            budget,
+            Path(store_dir),
+            strategy,
+            size,
+            seed,
+            concurrency,
+            retry or RetryPolicy(),
+            pool_factor,
+            progress,
+            plan_budget or budget,
+        )
+    )
 
 
-async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, store_dir: Path, strategy: str,
-                    size: int, seed: int, concurrency: int, retry: RetryPolicy, pool_factor: float,
-                    progress: bool, plan_budget: int) -> CampaignResult:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+async def _campaign(
+    victim_url: str,
+    api_key: str,
+    data_dir: Path,
+    budget: int,
+    store_dir: Path,
+    strategy: str,
+    size: int,
+    seed: int,
+    concurrency: int,
+    retry: RetryPolicy,
+    pool_factor: float,
+    progress: bool,
+    plan_budget: int,
+) -> CampaignResult:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     t0 = time.perf_counter()
     if not data_dir.is_dir():
         raise DataError(f"attacker data folder not found: {data_dir}")
     store = QueryStore(store_dir)
     try:
-        async with OracleClient(victim_url, api_key, concurrency=concurrency, retry=retry, seed=seed) as client:
+        async with ApiClient(victim_url, api_key, concurrency=concurrency, retry=retry, seed=seed) as client:
             info = await client.info()
             victim_id = str(info.get("victim_id") or victim_url)
             done = store.answered(victim_id)
@@ -270,18 +323,50 @@ async def _campaign(victim_url: str, api_key: str, data_dir: Path, budget: int, 
                     items.append((png, c.source))
                     if len(items) >= remaining:
                         break
-            store.set_meta("campaign", json.dumps({"victim_url": victim_url, "victim_id": victim_id, "strategy": strategy,
-                                                   "size": size, "seed": seed, "budget": budget, "plan_budget": plan_budget, "data_dir": str(data_dir),
-                                                   "task": info.get("task"), "scale": info.get("scale")}))
+            store.set_meta(
+                "campaign",
+                json.dumps(
+                    {
+                        "victim_url": victim_url,
+                        "victim_id": victim_id,
+                        "strategy": strategy,
+                        "size": size,
+                        "seed": seed,
+                        "budget": budget,
+                        "plan_budget": plan_budget,
+                        "data_dir": str(data_dir),
+                        "task": info.get("task"),
+                        "scale": info.get("scale"),
+                    }
+                ),
+            )
             if progress and items:
-                with Progress(TextColumn("[bold]extract[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as bar:
+                with Progress(
+                    TextColumn("[bold]extract[/] {task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    transient=False,
+                ) as bar:
                     tid = bar.add_task(f"{strategy} (victim {victim_id[:8]})", total=len(items))
                     report = await query_all(client, store, victim_id, items, on_progress=lambda _k: bar.advance(tid))
             else:
                 report = await query_all(client, store, victim_id, items)
         counts = store.counts(victim_id)
-        return CampaignResult(victim_url, victim_id, str(info.get("task")), int(info.get("scale") or 1), strategy, budget,
-                              counts["answered"], report, time.perf_counter() - t0, str(store_dir), len(done), counts)
+        return CampaignResult(
+            victim_url,
+            victim_id,
+            str(info.get("task")),
+            int(info.get("scale") or 1),
+            strategy,
+            budget,
+            counts["answered"],
+            report,
+            time.perf_counter() - t0,
+            str(store_dir),
+            len(done),
+            counts,
+        )
     finally:
         store.close()

@@ -14,7 +14,9 @@ import typer
 def _register_extract(app: typer.Typer) -> None:
     @app.command("extract")
     def extract(
-        victim_url: str = typer.Option(..., "--victim-url", help="base URL of the victim API, e.g. http://127.0.0.1:8000"),
+        victim_url: str = typer.Option(
+            ..., "--victim-url", help="base URL of the victim API, e.g. http://127.0.0.1:8000"
+        ),
         api_key: str = typer.Option(..., "--api-key", envvar="COPYMARK_API_KEY", help="API key (or $COPYMARK_API_KEY)"),
         data: Path = typer.Option(..., "--data", help="folder of the attacker's own photos (searched recursively)"),
         budget: int = typer.Option(..., "--budget", help="total answers to hold for this victim in the store"),
@@ -30,19 +32,39 @@ def _register_extract(app: typer.Typer) -> None:
         """Query a victim API with the attacker's images and store every answer (resumable)."""
         import json
 
+        from copymark.client.http import BudgetExhausted, RetryPolicy
         from copymark.extraction.campaign import run_campaign
-        from copymark.extraction.oracle import BudgetExhausted, RetryPolicy
 
-        res = run_campaign(victim_url, api_key, data, budget, store, strategy=strategy, size=size, seed=seed,
-                           concurrency=concurrency, retry=RetryPolicy(max_retries=max_retries, timeout_s=timeout_s),
-                           progress=not quiet)
+        res = run_campaign(
+            victim_url,
+            api_key,
+            data,
+            budget,
+            store,
+            strategy=strategy,
+            size=size,
+            seed=seed,
+            concurrency=concurrency,
+            retry=RetryPolicy(max_retries=max_retries, timeout_s=timeout_s),
+            progress=not quiet,
+        )
         r = res.report
         summary = {
-            "victim_id": res.victim_id, "task": res.task, "scale": res.scale, "strategy": res.strategy,
-            "budget": res.budget, "answered_total": res.answered_total, "already_in_store": res.already_answered, "new_answers": r.answered,
-            "replayed": r.replayed, "failed": r.failed,
-            "not_sent": r.not_sent, "server_budget_remaining": r.server_budget_remaining,
-            "stop_reason": r.stop_reason, "seconds": round(res.seconds, 2), "store": res.store_dir,
+            "victim_id": res.victim_id,
+            "task": res.task,
+            "scale": res.scale,
+            "strategy": res.strategy,
+            "budget": res.budget,
+            "answered_total": res.answered_total,
+            "already_in_store": res.already_answered,
+            "new_answers": r.answered,
+            "replayed": r.replayed,
+            "failed": r.failed,
+            "not_sent": r.not_sent,
+            "server_budget_remaining": r.server_budget_remaining,
+            "stop_reason": r.stop_reason,
+            "seconds": round(res.seconds, 2),
+            "store": res.store_dir,
         }
         typer.echo(json.dumps(summary, indent=2))
         if r.stop_reason and res.answered_total < res.budget:

@@ -100,13 +100,13 @@ def _style_examples(victim: Any, owner_dir: Path, out: Path) -> Path:
 
 def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: bool = True, echo: Any = print) -> Path:
     """Run the demo into a new run folder under ``runs_root``; return the report's path."""
+    from copymark.client.pairs import training_folder
     from copymark.extraction.campaign import run_campaign
     from copymark.extraction.evaluate import run_evaluation
-    from copymark.extraction.surrogate import training_folder
-    from copymark.extraction.victims import load_victim
     from copymark.report.html import write_report
     from copymark.runs import create_run, new_run_dir
     from copymark.serving.app import create_app
+    from copymark.serving.models import load_model
     from copymark.serving.server import BackgroundServer
     from copymark.serving.settings import ServeSettings
     from copymark.train.api import make_train_config, train
@@ -127,7 +127,7 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
 
     echo(f"[1/5] built-in photos -> {run_dir / 'photos'}")
     photos = prepare_photos(run_dir / "photos", settings.task)
-    victim = load_victim(spec)
+    victim = load_model(spec)
     gt_dir = photos.get("gt")
     if settings.task == "style":
         gt_dir = _style_examples(victim, photos["owner"], run_dir / "photos" / "style_examples")
@@ -136,45 +136,97 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
     keys = run_dir / "server" / "keys.json"
     keys.parent.mkdir(parents=True, exist_ok=True)
     n_test = len(I.list_images(photos["test"]))
-    keys.write_text(json.dumps({
-        ATTACKER_KEY: {"budget": settings.budget, "rate_per_s": 1000, "burst": 1000},
-        EVALUATOR_KEY: {"budget": 4 * n_test, "rate_per_s": 1000, "burst": 1000},
-    }, indent=2))
+    keys.write_text(
+        json.dumps(
+            {
+                ATTACKER_KEY: {"budget": settings.budget, "rate_per_s": 1000, "burst": 1000},
+                EVALUATOR_KEY: {"budget": 4 * n_test, "rate_per_s": 1000, "burst": 1000},
+            },
+            indent=2,
+        )
+    )
     serve_settings = ServeSettings(keys_file=keys, request_log=run_dir / "server" / "requests.jsonl")
     with BackgroundServer(create_app(victim, serve_settings)) as server:
         echo(f"[2/5] victim {spec} serving on {server.url}")
         echo(f"[3/5] extracting: budget {settings.budget} queries, strategy {settings.strategy}")
         size = settings.query_size if settings.task == "style" else settings.query_size // 4
-        campaign = run_campaign(server.url, ATTACKER_KEY, photos["attacker"], settings.budget, run_dir / "store",
-                                strategy=settings.strategy, size=size, seed=settings.seed, progress=progress)
+        campaign = run_campaign(
+            server.url,
+            ATTACKER_KEY,
+            photos["attacker"],
+            settings.budget,
+            run_dir / "store",
+            strategy=settings.strategy,
+            size=size,
+            seed=settings.seed,
+            progress=progress,
+        )
         t = lap("extract", t)
         data = training_folder(run_dir / "store", run_dir / "surrogate_data", campaign.victim_id)
         echo(f"[4/5] training the surrogate on {data.n_pairs} (query, answer) pairs, {settings.iters} iterations")
         if settings.task == "style":
-            overrides = {"generator": {"num_downs": 5, "ngf": settings.ngf},
-                         "discriminator": {"ndf": max(4, settings.ngf // 2), "n_layers": 2}}
+            overrides = {
+                "generator": {"num_downs": 5, "ngf": settings.ngf},
+                "discriminator": {"ndf": max(4, settings.ngf // 2), "n_layers": 2},
+            }
             policy = "random_crop" if settings.train_size < settings.query_size else "error"
-            cfg = make_train_config("pix2pix", data.folder, overrides, size=settings.train_size,
-                                    resize_policy=policy, iters=settings.iters, batch_size=settings.batch_size,
-                                    seed=settings.seed, progress=progress, log_every=50)
+            cfg = make_train_config(
+                "pix2pix",
+                data.folder,
+                overrides,
+                size=settings.train_size,
+                resize_policy=policy,
+                iters=settings.iters,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+                progress=progress,
+                log_every=50,
+            )
         else:
             # residual on the bicubic upscale: the untrained net is bicubic, training learns the rest
             overrides = {"generator": {"n_blocks": 6, "nf": settings.ngf, "image_skip": True}}
-            cfg = make_train_config("srresnet", data.folder, overrides, size=settings.train_size,
-                                    iters=settings.iters, batch_size=settings.batch_size, seed=settings.seed,
-                                    progress=progress, log_every=50)
+            cfg = make_train_config(
+                "srresnet",
+                data.folder,
+                overrides,
+                size=settings.train_size,
+                iters=settings.iters,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+                progress=progress,
+                log_every=50,
+            )
         result = train(cfg, run_dir / "surrogate")
         t = lap("train", t)
         echo("[5/5] evaluating tables A/B/C through the API and writing the report")
-        extra = {"queries": {"spent": campaign.answered_total, "budget": settings.budget,
-                             "store": str(run_dir / "store"), "strategy": settings.strategy}}
-        run_evaluation(victim_url=server.url, api_key=EVALUATOR_KEY, surrogate_path=run_dir / "surrogate",
-                                 test_dir=photos["test"], gt_dir=gt_dir, run_dir=run_dir, n_boot=settings.n_boot,
-                                 seed=settings.seed, extra=extra, progress=progress)
+        extra = {
+            "queries": {
+                "spent": campaign.answered_total,
+                "budget": settings.budget,
+                "store": str(run_dir / "store"),
+                "strategy": settings.strategy,
+            }
+        }
+        run_evaluation(
+            victim_url=server.url,
+            api_key=EVALUATOR_KEY,
+            surrogate_path=run_dir / "surrogate",
+            test_dir=photos["test"],
+            gt_dir=gt_dir,
+            run_dir=run_dir,
+            n_boot=settings.n_boot,
+            seed=settings.seed,
+            extra=extra,
+            progress=progress,
+        )
         t = lap("evaluate", t)
     report = write_report(run_dir)
     lap("report", t)
     timings["total"] = round(time.perf_counter() - t0, 2)
-    run.update_metrics({"timings_s": timings, "train": {"iters": settings.iters,
-                                                        "last_losses": result.last_losses, "seconds": round(result.seconds, 1)}})
+    run.update_metrics(
+        {
+            "timings_s": timings,
+            "train": {"iters": settings.iters, "last_losses": result.last_losses, "seconds": round(result.seconds, 1)},
+        }
+    )
     return report

@@ -4,7 +4,7 @@
 * **B** surrogate vs victim: how close the copy is (the only table the attacker can compute).
 * **C** surrogate vs ground truth: how good the copy is.
 
-The victim is reached only through its HTTP API (:class:`~copymark.extraction.oracle.OracleClient`);
+The victim is reached only through its HTTP API (:class:`~copymark.client.http.ApiClient`);
 the surrogate runs in-process (:func:`copymark.translate.load_translation_model`). Every image is
 processed one at a time and only per-image numbers, distribution-metric accumulators and the
 saved PNGs are kept, so sets of any size stream.
@@ -179,13 +179,11 @@ class _Table:
 # victim answers through the API
 
 
-async def _fetch_victim(
-    url: str, api_key: str, todo: list[tuple[str, bytes]], out_dir: Path, concurrency: int
-) -> None:
+async def _fetch_victim(url: str, api_key: str, todo: list[tuple[str, bytes]], out_dir: Path, concurrency: int) -> None:
+    from copymark.client.http import ApiClient
     from copymark.files import atomic_write_bytes
-    from copymark.extraction.oracle import OracleClient
 
-    async with OracleClient(url, api_key, concurrency=concurrency) as client:
+    async with ApiClient(url, api_key, concurrency=concurrency) as client:
 
         async def one(stem: str, png: bytes) -> None:
             ans = await client.translate(png)
@@ -195,13 +193,15 @@ async def _fetch_victim(
 
 
 async def victim_info(url: str, api_key: str) -> dict[str, Any]:
-    from copymark.extraction.oracle import OracleClient
+    from copymark.client.http import ApiClient
 
-    async with OracleClient(url, api_key, concurrency=1) as client:
+    async with ApiClient(url, api_key, concurrency=1) as client:
         return await client.info()
 
 
-def victim_outputs(url: str, api_key: str, inputs: dict[str, torch.Tensor], out_dir: Path, concurrency: int = 4) -> None:
+def victim_outputs(
+    url: str, api_key: str, inputs: dict[str, torch.Tensor], out_dir: Path, concurrency: int = 4
+) -> None:
     """Query the victim for every input whose answer is not yet in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(s, I.encode_png(x)) for s, x in inputs.items() if not (out_dir / f"{s}.png").exists()]
@@ -405,7 +405,9 @@ def run_evaluation(
     sets = [make_set("test", Path(test_dir), Path(gt_dir) if gt_dir else None, task, scale)]
     if benchmark_dir is not None:
         sets.append(
-            make_set("benchmark", Path(benchmark_dir), Path(benchmark_gt_dir) if benchmark_gt_dir else None, task, scale)
+            make_set(
+                "benchmark", Path(benchmark_dir), Path(benchmark_gt_dir) if benchmark_gt_dir else None, task, scale
+            )
         )
     config = {
         "command": "evaluate",
@@ -426,17 +428,37 @@ def run_evaluation(
     results: dict[str, Any] = {}
     total = sum(len(s.inputs) for s in sets)
     with Progress(
-        TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not progress, transient=True,
+        TextColumn("evaluating {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
     ) as bar:
         t = bar.add_task("A/B/C", total=total)
         for s in sets:
-            run.log("evaluating set %s: %d inputs, %d ground truth (%s)", s.name, len(s.inputs), len(s.gt),
-                    "paired" if s.paired else "unpaired")
+            run.log(
+                "evaluating set %s: %d inputs, %d ground truth (%s)",
+                s.name,
+                len(s.inputs),
+                len(s.gt),
+                "paired" if s.paired else "unpaired",
+            )
             results[s.name] = evaluate_set(
-                s, task=task, scale=scale, victim_url=victim_url, api_key=api_key, surrogate=surrogate,
-                out_root=run.path / "outputs", untrained=untrained, feature_net=feature_net, kid=kid,
-                n_boot=n_boot, seed=seed, concurrency=concurrency, on_image=lambda _s: bar.advance(t),
+                s,
+                task=task,
+                scale=scale,
+                victim_url=victim_url,
+                api_key=api_key,
+                surrogate=surrogate,
+                out_root=run.path / "outputs",
+                untrained=untrained,
+                feature_net=feature_net,
+                kid=kid,
+                n_boot=n_boot,
+                seed=seed,
+                concurrency=concurrency,
+                on_image=lambda _s: bar.advance(t),
             )
     metrics: dict[str, Any] = {
         "task": task,

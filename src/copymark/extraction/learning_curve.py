@@ -64,15 +64,15 @@ def run_learning_curve(
     echo: Any = print,
 ) -> dict[str, Any]:
     """Measure table B at each (strategy, budget fraction); write learning_curve.json/.png."""
+    import asyncio
+
+    from copymark.client.pairs import training_folder
     from copymark.extraction.campaign import STRATEGIES, run_campaign
     from copymark.extraction.evaluate import evaluate_set, make_set, victim_info
-    from copymark.extraction.surrogate import training_folder
     from copymark.report.plots import learning_curve_png
     from copymark.runs import create_run
     from copymark.train.api import make_train_config, train
     from copymark.translate import load_translation_model
-
-    import asyncio
 
     for s in strategies:
         if s not in STRATEGIES:
@@ -81,10 +81,22 @@ def run_learning_curve(
         raise ConfigError(f"--budget must be >= 1, got {budget}")
     fractions = list(fractions or DEFAULT_FRACTIONS)
     budgets = sorted({max(1, int(budget * f)) for f in fractions})
-    config = {"command": "learning-curve", "victim_url": victim_url, "data": str(data_dir), "test": str(test_dir),
-              "budget": budget, "budgets": budgets, "strategies": strategies, "procedure": procedure,
-              "train_overrides": train_overrides or {}, "size": size, "train_size": train_size or size, "iters": iters,
-              "batch_size": batch_size, "seed": seed}
+    config = {
+        "command": "learning-curve",
+        "victim_url": victim_url,
+        "data": str(data_dir),
+        "test": str(test_dir),
+        "budget": budget,
+        "budgets": budgets,
+        "strategies": strategies,
+        "procedure": procedure,
+        "train_overrides": train_overrides or {},
+        "size": size,
+        "train_size": train_size or size,
+        "iters": iters,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
     run = create_run(run_dir, config, "cpu", seed)
     info = asyncio.run(victim_info(victim_url, api_key))
     task = "sr" if info.get("task") == "sr" else "style"
@@ -97,23 +109,59 @@ def run_learning_curve(
         store = run.path / f"store-{strategy}"
         for m in budgets:
             echo(f"learning curve: {strategy}, {m} queries")
-            campaign = run_campaign(victim_url, api_key, data_dir, m, store, strategy=strategy,
-                                    size=size if task == "style" else size // scale, seed=seed, progress=progress,
-                                    plan_budget=max(budgets))  # each point a prefix of the full campaign
+            campaign = run_campaign(
+                victim_url,
+                api_key,
+                data_dir,
+                m,
+                store,
+                strategy=strategy,
+                size=size if task == "style" else size // scale,
+                seed=seed,
+                progress=progress,
+                plan_budget=max(budgets),
+            )  # each point a prefix of the full campaign
             tag = f"{strategy}-{m}"
             data = training_folder(store, run.path / "data" / tag, campaign.victim_id)
             tsize = train_size or size
             policy = {"resize_policy": "random_crop"} if task == "style" and tsize < size else {}
-            cfg = make_train_config(procedure, data.folder, train_overrides, size=tsize, iters=iters,
-                                    batch_size=batch_size, seed=seed, progress=progress, log_every=50, **policy)
+            cfg = make_train_config(
+                procedure,
+                data.folder,
+                train_overrides,
+                size=tsize,
+                iters=iters,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress,
+                log_every=50,
+                **policy,
+            )
             train(cfg, run.path / "surrogates" / tag)
             surrogate = load_translation_model(run.path / "surrogates" / tag, "cpu")
-            res = evaluate_set(test_set, task=task, scale=scale, victim_url=victim_url, api_key=eval_key,  # type: ignore[arg-type]
-                               surrogate=surrogate, out_root=run.path / "outputs", n_boot=n_boot, seed=seed)
+            res = evaluate_set(
+                test_set,
+                task=task,
+                scale=scale,
+                victim_url=victim_url,
+                api_key=eval_key,  # type: ignore[arg-type]
+                surrogate=surrogate,
+                out_root=run.path / "outputs",
+                n_boot=n_boot,
+                seed=seed,
+            )
             b = res["tables"]["B"]["metrics"][metric]
             ident = res["baselines"]["identity_vs_victim"][metric]
-            points.append({"strategy": strategy, "queries": data.n_pairs, "value": b["mean"], "std": b["std"],
-                           "ci95": b["ci95"], "identity": ident["mean"]})
+            points.append(
+                {
+                    "strategy": strategy,
+                    "queries": data.n_pairs,
+                    "value": b["mean"],
+                    "std": b["std"],
+                    "ci95": b["ci95"],
+                    "identity": ident["mean"],
+                }
+            )
             run.log("%s at %d queries: %s = %.3f", strategy, data.n_pairs, metric, b["mean"])
     curve = {"metric": metric, "budget": budget, "task": task, "iters": iters, "points": points}
     (run.path / "learning_curve.json").write_text(json.dumps(curve, indent=2) + "\n")
@@ -131,5 +179,10 @@ def goal_check(curve: dict[str, Any]) -> dict[str, Any]:
     if not rand_full or not quarter:
         return {"evaluated": False, "why": "needs random at the full budget and another strategy at <= 1/4 of it"}
     best = max(quarter, key=lambda p: (p["queries"], p["value"]))
-    return {"evaluated": True, "random_full": rand_full[0], "best_quarter": best["value"],
-            "best_strategy": best["strategy"], "reached": best["value"] >= rand_full[0]}
+    return {
+        "evaluated": True,
+        "random_full": rand_full[0],
+        "best_quarter": best["value"],
+        "best_strategy": best["strategy"],
+        "reached": best["value"] >= rand_full[0],
+    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,25 +21,48 @@ def _fmt(x: float | None, digits: int) -> str:
 
 
 def metrics_command(
-    pred: Path = typer.Option(..., "--pred", help="Folder of predicted images (paired with --ref by file name without extension)."),
+    pred: Path = typer.Option(
+        ..., "--pred", help="Folder of predicted images (paired with --ref by file name without extension)."
+    ),
     ref: Path = typer.Option(..., "--ref", help="Folder of reference (ground-truth) images."),
-    y_channel: bool = typer.Option(False, "--y-channel", help="PSNR/SSIM on the Y of YCbCr (BT.601, MATLAB rgb2ycbcr) instead of RGB."),
-    crop: int = typer.Option(0, "--crop", min=0, help="Pixels cropped from each border before PSNR/SSIM (the SR scale, e.g. 4)."),
-    raw_float: bool = typer.Option(False, "--raw-float", help="PSNR/SSIM on raw float values instead of 8-bit-rounded RGB/Y (the SR default)."),
+    y_channel: bool = typer.Option(
+        False, "--y-channel", help="PSNR/SSIM on the Y of YCbCr (BT.601, MATLAB rgb2ycbcr) instead of RGB."
+    ),
+    crop: int = typer.Option(
+        0, "--crop", min=0, help="Pixels cropped from each border before PSNR/SSIM (the SR scale, e.g. 4)."
+    ),
+    raw_float: bool = typer.Option(
+        False, "--raw-float", help="PSNR/SSIM on raw float values instead of 8-bit-rounded RGB/Y (the SR default)."
+    ),
     fid: bool = typer.Option(
-        False, "--fid", help="Fréchet Inception distance (needs the Inception weight file); KID is reported with it, as FID is biased for small sets."
+        False,
+        "--fid",
+        help="Fréchet Inception distance (needs the Inception weight file); KID is reported with it, as FID is biased for small sets.",
     ),
-    kid: bool = typer.Option(False, "--kid", help="Kernel Inception distance, mean and std over subsets (needs the Inception weight file)."),
-    swd: bool = typer.Option(False, "--swd", help="Sliced Wasserstein distance on Laplacian-pyramid patches (x1e3; no pretrained net)."),
-    inception_weights: Optional[Path] = typer.Option(
-        None, "--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights); default $COPYMARK_INCEPTION_WEIGHTS."
+    kid: bool = typer.Option(
+        False, "--kid", help="Kernel Inception distance, mean and std over subsets (needs the Inception weight file)."
     ),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures (and per-image PSNR/SSIM) to this JSON file."),
+    swd: bool = typer.Option(
+        False, "--swd", help="Sliced Wasserstein distance on Laplacian-pyramid patches (x1e3; no pretrained net)."
+    ),
+    inception_weights: Path | None = typer.Option(
+        None,
+        "--inception-weights",
+        help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights); default $COPYMARK_INCEPTION_WEIGHTS.",
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write all figures (and per-image PSNR/SSIM) to this JSON file."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Image pairs loaded at a time."),
-    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID subset size (capped at the number of images)."),
+    kid_subset_size: int = typer.Option(
+        1000, "--kid-subset-size", min=2, help="KID subset size (capped at the number of images)."
+    ),
     kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="Number of KID subsets."),
     swd_max_descriptors: int = typer.Option(
-        65536, "--swd-max-descriptors", min=1, help="SWD memory bound: descriptors kept per pyramid level and set (a uniform sample)."
+        65536,
+        "--swd-max-descriptors",
+        min=1,
+        help="SWD memory bound: descriptors kept per pyramid level and set (a uniform sample).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for KID subsets and SWD sampling."),
     device: str = typer.Option("cpu", "--device", help="Device for the feature net and PSNR/SSIM (cpu, cuda)."),
@@ -67,8 +89,12 @@ def metrics_command(
         feature_net = inception_v3_features(inception_weights, device=device)
 
     with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as progress:
         task = progress.add_task("pairs", total=len(pairs))
         result = compare_folders(

@@ -261,7 +261,9 @@ class FeatureDistances:
         if self.want_kid:
             self.features[which].append(f.astype(np.float32))
 
-    def update(self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None) -> None:
+    def update(
+        self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None
+    ) -> None:
         if pred is not None:
             self._add("pred", pred)
         if ref is not None:
@@ -301,4 +303,3 @@ def _group_by_size(images: torch.Tensor | list[torch.Tensor]) -> list[tuple[list
             raise ImageError(f"expected 3 x H x W images in the list, got {tuple(im.shape)}")
         by_size.setdefault(tuple(im.shape), []).append(i)
     return [(idx, torch.stack([images[i] for i in idx])) for idx in by_size.values()]
-

@@ -80,7 +80,9 @@ def _first(names: list[str], k: int = 5) -> str:
     return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
 
 
-def iter_pair_batches(pairs: list[ImagePair], batch_size: int) -> Iterator[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]]:
+def iter_pair_batches(
+    pairs: list[ImagePair], batch_size: int
+) -> Iterator[tuple[list[str], list[torch.Tensor], list[torch.Tensor]]]:
     """Load ``batch_size`` pairs at a time -> (stems, preds, refs); each pair must match in size."""
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -146,23 +148,37 @@ class FolderMetrics:
         m: dict[str, Any] = {}
         for s in (self.psnr, self.ssim):
             if s is not None:
-                m[s.name] = {"mean": _j(s.mean), "std": _j(s.std), "n": s.n, "per_image": {k: _j(v) for k, v in s.per_image().items()}}
+                m[s.name] = {
+                    "mean": _j(s.mean),
+                    "std": _j(s.std),
+                    "n": s.n,
+                    "per_image": {k: _j(v) for k, v in s.per_image().items()},
+                }
         if self.fid is not None:
             m["fid"] = {"value": _j(self.fid), "n_pred": self.n_pairs, "n_ref": self.n_pairs}
         if self.kid is not None:
             m["kid"] = {
-                "mean": _j(self.kid.mean), "std": _j(self.kid.std), "n": self.n_pairs,
-                "subset_size": self.kid.subset_size, "n_subsets": self.kid.n_subsets,
+                "mean": _j(self.kid.mean),
+                "std": _j(self.kid.std),
+                "n": self.n_pairs,
+                "subset_size": self.kid.subset_size,
+                "n_subsets": self.kid.n_subsets,
             }
         if self.swd is not None:
             m["swd"] = {
-                "avg_x1e3": _j(self.swd.avg), "levels_x1e3": [_j(v) for v in self.swd.levels],
-                "level_sizes_hw": [list(r) for r in self.swd.resolutions], "n": self.swd.n_images,
+                "avg_x1e3": _j(self.swd.avg),
+                "levels_x1e3": [_j(v) for v in self.swd.levels],
+                "level_sizes_hw": [list(r) for r in self.swd.resolutions],
+                "n": self.swd.n_images,
                 "descriptors_per_level": self.swd.n_descriptors,
             }
         return {
-            "pred_dir": self.pred_dir, "ref_dir": self.ref_dir, "n_pairs": self.n_pairs,
-            "protocol": self.protocol, "metrics": m, **self.extra,
+            "pred_dir": self.pred_dir,
+            "ref_dir": self.ref_dir,
+            "n_pairs": self.n_pairs,
+            "protocol": self.protocol,
+            "metrics": m,
+            **self.extra,
         }
 
 

@@ -122,7 +122,9 @@ def reconstruct_laplacian_pyramid(levels: list[torch.Tensor]) -> torch.Tensor:
 
 
 def sample_descriptors(
-    level: torch.Tensor, nhoods_per_image: int = NHOODS_PER_IMAGE, nhood_size: int = NHOOD_SIZE,
+    level: torch.Tensor,
+    nhoods_per_image: int = NHOODS_PER_IMAGE,
+    nhood_size: int = NHOOD_SIZE,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random ``nhood_size`` x ``nhood_size`` neighbourhoods of a pyramid level.
@@ -171,12 +173,17 @@ def normalize_descriptors(
 
 
 def sliced_wasserstein(
-    a: torch.Tensor, b: torch.Tensor, dir_repeats: int = DIR_REPEATS, dirs_per_repeat: int = DIRS_PER_REPEAT,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    dir_repeats: int = DIR_REPEATS,
+    dirs_per_repeat: int = DIRS_PER_REPEAT,
     generator: torch.Generator | None = None,
 ) -> float:
     """Sliced Wasserstein-1 distance between two equally sized point sets ``M x D``."""
     if a.dim() != 2 or a.shape != b.shape:
-        raise DataError(f"sliced Wasserstein needs two M x D sets of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise DataError(
+            f"sliced Wasserstein needs two M x D sets of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
     results = []
     for _ in range(dir_repeats):
@@ -330,7 +337,9 @@ class SWD:
                 store[i].add(sample_descriptors(lv, self.nhoods_per_image, self.nhood_size, self.generators[which]))
             self.counts[which] += batch.shape[0]
 
-    def update(self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None) -> None:
+    def update(
+        self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None
+    ) -> None:
         if pred is not None and len(pred):
             self._add("pred", pred)
         if ref is not None and len(ref):

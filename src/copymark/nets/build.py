@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, TypeAdapter, ValidationError
@@ -138,22 +138,20 @@ class FNSTMobileNetConfig(StrictModel):
 
 
 NetConfig = Annotated[
-    Union[
-        UNetConfig,
-        PatchGANConfig,
-        ResnetGenConfig,
-        UGATITGenConfig,
-        UGATITDiscConfig,
-        SRResNetConfig,
-        SRGANDiscConfig,
-        SRGANLeftthomasConfig,
-        FNSTMobileNetConfig,
-        En2DConfig,
-        GglNetConfig,
-        XuNetConfig,
-        YeNetConfig,
-        SRNetConfig,
-    ],
+    UNetConfig
+    | PatchGANConfig
+    | ResnetGenConfig
+    | UGATITGenConfig
+    | UGATITDiscConfig
+    | SRResNetConfig
+    | SRGANDiscConfig
+    | SRGANLeftthomasConfig
+    | FNSTMobileNetConfig
+    | En2DConfig
+    | GglNetConfig
+    | XuNetConfig
+    | YeNetConfig
+    | SRNetConfig,
     Field(discriminator="kind"),
 ]
 NET_KINDS: tuple[str, ...] = (
@@ -197,7 +195,9 @@ def build_net(config: NetConfig) -> nn.Module:
         case UNetConfig():
             from copymark.nets.unet import UNetGenerator
 
-            return UNetGenerator(config.in_channels, config.out_channels, config.ngf, config.num_downs, config.norm, config.use_dropout)
+            return UNetGenerator(
+                config.in_channels, config.out_channels, config.ngf, config.num_downs, config.norm, config.use_dropout
+            )
         case PatchGANConfig():
             from copymark.nets.patchgan import PatchGANDiscriminator
 
@@ -205,11 +205,15 @@ def build_net(config: NetConfig) -> nn.Module:
         case ResnetGenConfig():
             from copymark.nets.resnet_gen import ResnetGenerator
 
-            return ResnetGenerator(config.in_channels, config.out_channels, config.ngf, config.n_blocks, config.norm, config.use_dropout)
+            return ResnetGenerator(
+                config.in_channels, config.out_channels, config.ngf, config.n_blocks, config.norm, config.use_dropout
+            )
         case UGATITGenConfig():
             from copymark.nets.ugatit import UGATITGenerator
 
-            return UGATITGenerator(config.in_channels, config.out_channels, config.ngf, config.n_blocks, config.img_size, config.light)
+            return UGATITGenerator(
+                config.in_channels, config.out_channels, config.ngf, config.n_blocks, config.img_size, config.light
+            )
         case UGATITDiscConfig():
             from copymark.nets.ugatit import UGATITDiscriminator
 
@@ -285,7 +289,9 @@ def load_net(
     try:
         config = parse_net_config(meta["config"], where=f"{folder}/config.json: config")
     except ConfigError as err:
-        raise WeightsError(err.message, hint="this checkpoint was written for another net layout or copymark version") from None
+        raise WeightsError(
+            err.message, hint="this checkpoint was written for another net layout or copymark version"
+        ) from None
     if expected_kind is not None:
         kinds = (expected_kind,) if isinstance(expected_kind, str) else tuple(expected_kind)
         if config.kind not in kinds:

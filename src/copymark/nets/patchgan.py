@@ -30,9 +30,17 @@ class PatchGANDiscriminator(nn.Module):
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=bias), make_norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=bias),
+                make_norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         prev, mult = mult, min(2**n_layers, 8)
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=bias), make_norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [
+            nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=bias),
+            make_norm(norm, ndf * mult),
+            nn.LeakyReLU(0.2, True),
+        ]
         layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
         self.model = nn.Sequential(*layers)
 

@@ -27,7 +27,12 @@ class ResnetBlock(nn.Module):
     def __init__(self, dim: int, norm: str = "instance", use_dropout: bool = False) -> None:
         super().__init__()
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(norm, dim), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            make_norm(norm, dim),
+            nn.ReLU(True),
+        ]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(norm, dim)]

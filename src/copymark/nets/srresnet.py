@@ -66,8 +66,15 @@ class UpsampleBlock(nn.Module):
 class SRResNet(nn.Module):
     """SRResNet; defaults = the paper's (16 blocks, 64 channels, BN, x4)."""
 
-    def __init__(self, scale: int = 4, n_blocks: int = 16, nf: int = 64, batch_norm: bool = True, in_channels: int = 3,
-                 image_skip: bool = False) -> None:
+    def __init__(
+        self,
+        scale: int = 4,
+        n_blocks: int = 16,
+        nf: int = 64,
+        batch_norm: bool = True,
+        in_channels: int = 3,
+        image_skip: bool = False,
+    ) -> None:
         super().__init__()
         if scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8 (got {scale})")
@@ -75,7 +82,9 @@ class SRResNet(nn.Module):
         self.stride: int = 1  # any input size
         self.head = nn.Sequential(nn.Conv2d(in_channels, nf, 9, padding=4), nn.PReLU())
         self.body = nn.Sequential(*[SRResidualBlock(nf, batch_norm) for _ in range(n_blocks)])
-        self.body_tail = nn.Sequential(nn.Conv2d(nf, nf, 3, padding=1), nn.BatchNorm2d(nf) if batch_norm else nn.Identity())
+        self.body_tail = nn.Sequential(
+            nn.Conv2d(nf, nf, 3, padding=1), nn.BatchNorm2d(nf) if batch_norm else nn.Identity()
+        )
         self.upsample = nn.Sequential(*[UpsampleBlock(nf) for _ in range(int(math.log2(scale)))])
         self.tail = nn.Conv2d(nf, in_channels, 9, padding=4)
         self.image_skip = image_skip
@@ -97,7 +106,9 @@ class SRResNet(nn.Module):
 class SRGANDiscriminator(nn.Module):
     """SRGAN discriminator (Ledig et al. Fig. 4), any input size through adaptive pooling."""
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_blocks: int = 4, dense: int = 1024, pool_size: int = 6) -> None:
+    def __init__(
+        self, in_channels: int = 3, ndf: int = 64, n_blocks: int = 4, dense: int = 1024, pool_size: int = 6
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 3, 1, 1), nn.LeakyReLU(0.2, True)]
         ch = ndf

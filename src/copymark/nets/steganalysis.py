@@ -56,15 +56,18 @@ from copymark.config import StrictModel
 # ---------------------------------------------------------------------------------------------
 # high-pass kernels
 
-KV = torch.tensor(
-    [
-        [-1.0, 2.0, -2.0, 2.0, -1.0],
-        [2.0, -6.0, 8.0, -6.0, 2.0],
-        [-2.0, 8.0, -12.0, 8.0, -2.0],
-        [2.0, -6.0, 8.0, -6.0, 2.0],
-        [-1.0, 2.0, -2.0, 2.0, -1.0],
-    ]
-) / 12.0
+KV = (
+    torch.tensor(
+        [
+            [-1.0, 2.0, -2.0, 2.0, -1.0],
+            [2.0, -6.0, 8.0, -6.0, 2.0],
+            [-2.0, 8.0, -12.0, 8.0, -2.0],
+            [2.0, -6.0, 8.0, -6.0, 2.0],
+            [-1.0, 2.0, -2.0, 2.0, -1.0],
+        ]
+    )
+    / 12.0
+)
 """The KV kernel (SQUARE 5x5 of SRM), XuNet's fixed high-pass filter."""
 
 # the 8 neighbour directions (dy, dx), clockwise from east
@@ -204,7 +207,12 @@ class YeNet(nn.Module):
     """Ye, Ni & Yi (2017) with 30 SRM kernels per colour channel (see the module docstring)."""
 
     def __init__(
-        self, channels: int = 30, deep_channels: int = 32, final_channels: int = 16, tlu_threshold: float = 3.0, in_channels: int = 3
+        self,
+        channels: int = 30,
+        deep_channels: int = 32,
+        final_channels: int = 16,
+        tlu_threshold: float = 3.0,
+        in_channels: int = 3,
     ):
         super().__init__()
         srm = srm_kernels()
@@ -289,7 +297,14 @@ class SRNet(nn.Module):
     """Boroumand, Chen & Fridrich (2019): 12 layers of types 1-4, then a linear classifier."""
 
     def __init__(
-        self, c1: int = 64, c2: int = 16, c9: int = 64, c10: int = 128, c11: int = 256, c12: int = 512, in_channels: int = 3
+        self,
+        c1: int = 64,
+        c2: int = 16,
+        c9: int = 64,
+        c10: int = 128,
+        c11: int = 256,
+        c12: int = 512,
+        in_channels: int = 3,
     ):
         super().__init__()
         self.layers = nn.Sequential(

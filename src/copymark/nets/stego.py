@@ -5,7 +5,7 @@ reveal it again from the *stego* image. They are pure ``nn.Module`` s (no traini
 
 * ``encode(cover, secret) -> stego`` and ``decode(stego) -> revealed`` work on float
   ``N x 3 x H x W`` images in ``[0, 1]``; outputs are *not* clamped (training wants the raw
-  values; :mod:`copymark.watermark.codecs` clamps and checks sizes for users).
+  values; :mod:`copymark.stego.codecs` clamps and checks sizes for users).
 * ``forward(cover, secret) -> (stego, revealed)`` is the training pass (GglNet adds its
   training noise to the stego image there, in ``train()`` mode only).
 
@@ -51,7 +51,9 @@ class En2DConfig(StrictModel):
     """Architecture of En2D. ``width`` is the host/guest branch width (16 in the paper)."""
 
     kind: Literal["en2d"] = "en2d"
-    width: int = Field(16, ge=2, le=256, description="channels of each encoder branch; decoder uses w, w, w/2, w/2, 3, 3")
+    width: int = Field(
+        16, ge=2, le=256, description="channels of each encoder branch; decoder uses w, w, w/2, w/2, 3, 3"
+    )
 
 
 class GglNetConfig(StrictModel):
@@ -62,7 +64,9 @@ class GglNetConfig(StrictModel):
     prep_layers: int = Field(2, ge=1, le=16)
     hide_layers: int = Field(5, ge=1, le=16)
     reveal_layers: int = Field(5, ge=1, le=16)
-    noise_std: float = Field(0.01, ge=0.0, le=1.0, description="std of the Gaussian noise added to the stego in training")
+    noise_std: float = Field(
+        0.01, ge=0.0, le=1.0, description="std of the Gaussian noise added to the stego in training"
+    )
 
 
 StegoNetConfig = En2DConfig | GglNetConfig
@@ -178,7 +182,12 @@ class GglNet(nn.Module):
     """Baluja's prep / hiding / reveal networks."""
 
     def __init__(
-        self, filters: int = 50, prep_layers: int = 2, hide_layers: int = 5, reveal_layers: int = 5, noise_std: float = 0.01
+        self,
+        filters: int = 50,
+        prep_layers: int = 2,
+        hide_layers: int = 5,
+        reveal_layers: int = 5,
+        noise_std: float = 0.01,
     ):
         super().__init__()
         self.noise_std = float(noise_std)

@@ -147,7 +147,12 @@ class UGATITGenerator(nn.Module):
         ]
         for i in range(self.n_downsampling):
             m = 2**i
-            down += [nn.ReflectionPad2d(1), nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, bias=False), nn.InstanceNorm2d(ngf * m * 2), nn.ReLU(True)]
+            down += [
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, bias=False),
+                nn.InstanceNorm2d(ngf * m * 2),
+                nn.ReLU(True),
+            ]
         down += [ResnetBlock(ch) for _ in range(n_blocks)]
         self.down = nn.Sequential(*down)
         # Class activation map: auxiliary classifiers on GAP and GMP features.
@@ -156,7 +161,9 @@ class UGATITGenerator(nn.Module):
         self.conv1x1 = nn.Conv2d(ch * 2, ch, 1)
         # MLP producing AdaLIN's gamma and beta.
         fc_in = ch if light else (img_size // mult) ** 2 * ch
-        self.fc = nn.Sequential(nn.Linear(fc_in, ch, bias=False), nn.ReLU(True), nn.Linear(ch, ch, bias=False), nn.ReLU(True))
+        self.fc = nn.Sequential(
+            nn.Linear(fc_in, ch, bias=False), nn.ReLU(True), nn.Linear(ch, ch, bias=False), nn.ReLU(True)
+        )
         self.gamma = nn.Linear(ch, ch, bias=False)
         self.beta = nn.Linear(ch, ch, bias=False)
         self.up_blocks = nn.ModuleList([ResnetAdaLINBlock(ch) for _ in range(n_blocks)])
@@ -216,10 +223,18 @@ class UGATITDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 3:
             raise ValueError(f"n_layers must be >= 3 (got {n_layers})")
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2)), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            spectral_norm(nn.Conv2d(in_channels, ndf, 4, 2)),
+            nn.LeakyReLU(0.2, True),
+        ]
         for i in range(1, n_layers - 2):
             m = 2 ** (i - 1)
-            layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(ndf * m, ndf * m * 2, 4, 2)), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.ReflectionPad2d(1),
+                spectral_norm(nn.Conv2d(ndf * m, ndf * m * 2, 4, 2)),
+                nn.LeakyReLU(0.2, True),
+            ]
         m = 2 ** (n_layers - 3)
         layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(ndf * m, ndf * m * 2, 4, 1)), nn.LeakyReLU(0.2, True)]
         self.model = nn.Sequential(*layers)

@@ -54,7 +54,15 @@ class UNetBlock(nn.Module):
         else:
             assert submodule is not None
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
-            layers = [downrelu, downconv, make_norm(norm, inner_nc), submodule, uprelu, upconv, make_norm(norm, outer_nc)]
+            layers = [
+                downrelu,
+                downconv,
+                make_norm(norm, inner_nc),
+                submodule,
+                uprelu,
+                upconv,
+                make_norm(norm, outer_nc),
+            ]
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)

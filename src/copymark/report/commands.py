@@ -8,9 +8,13 @@ import typer
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="Extraction run folder (written by `copymark evaluate` or `copymark demo`)."),
+    run_dir: Path = typer.Argument(
+        ..., help="Extraction run folder (written by `copymark evaluate` or `copymark demo`)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write (default: RUN_DIR/report.html)."),
-    max_images: int = typer.Option(6, "--max-images", min=0, help="Rows per set in the image grids (first images by name)."),
+    max_images: int = typer.Option(
+        6, "--max-images", min=0, help="Rows per set in the image grids (first images by name)."
+    ),
 ) -> None:
     """Write one self-contained HTML report of an extraction run: A/B/C tables, image grids,
     zoomed crops (super-resolution), the learning curve and queries spent."""

@@ -267,9 +267,7 @@ def upscale_nearest(x: ImageLike, size: tuple[int, int]) -> torch.Tensor:
     return from_pil(Image.fromarray(np.ascontiguousarray(out), mode="RGB"))
 
 
-def load_row(
-    set_dir: str | Path, stem: str, columns: Sequence[str], task: str = "style"
-) -> list[torch.Tensor | None]:
+def load_row(set_dir: str | Path, stem: str, columns: Sequence[str], task: str = "style") -> list[torch.Tensor | None]:
     """One image per column for ``stem`` (``None`` where the file is missing).
 
     For super-resolution (``task == "sr"``) the low-resolution input is enlarged by nearest
@@ -305,7 +303,10 @@ def comparison_image(
         raise ImageError(f"comparison_grid: every row must have {ncols} images (one per column label)")
     if row_labels is not None and len(row_labels) != len(rows):
         raise ImageError(f"comparison_grid: {len(row_labels)} row labels for {len(rows)} rows")
-    pils = [[None if im is None else _fit_cell(_as_pil(im, "comparison_grid"), max_side, min_side) for im in r] for r in rows]
+    pils = [
+        [None if im is None else _fit_cell(_as_pil(im, "comparison_grid"), max_side, min_side) for im in r]
+        for r in rows
+    ]
     present = [p for r in pils for p in r if p is not None]
     cw = max((p.width for p in present), default=64)
     ch = max((p.height for p in present), default=64)
@@ -401,7 +402,9 @@ def _draw_box_pil(img: Image.Image, box: Box, color: tuple[float, float, float],
     return out
 
 
-def draw_box(x: ImageLike, box: Box, color: tuple[float, float, float] = BOX_COLOR, width: int | None = None) -> torch.Tensor:
+def draw_box(
+    x: ImageLike, box: Box, color: tuple[float, float, float] = BOX_COLOR, width: int | None = None
+) -> torch.Tensor:
     """A copy of ``x`` with the rectangle ``box = (top, left, height, width)`` outlined."""
     return from_pil(_draw_box_pil(_as_pil(x, "draw_box"), box, color, width))
 

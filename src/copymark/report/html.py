@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import copymark
-from copymark.files import atomic_write_bytes
 from copymark.errors import CopymarkError
+from copymark.files import atomic_write_bytes
 from copymark.report import grids, plots
 from copymark.report.tables import TableBlock, reading_sentence, set_rows
 
@@ -77,7 +77,9 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise _err(f"{p}: field 'task' must be one of {list(TASKS)}, got {m.get('task')!r}", hint=f"rerun {MAKERS}")
     sets = m.get("sets")
     if not isinstance(sets, dict) or not all(isinstance(v, dict) for v in sets.values()):
-        raise _err(f"{p}: field 'sets' must map set names to their tables, got {type(sets).__name__}", hint=f"rerun {MAKERS}")
+        raise _err(
+            f"{p}: field 'sets' must map set names to their tables, got {type(sets).__name__}", hint=f"rerun {MAKERS}"
+        )
     return m
 
 
@@ -87,9 +89,7 @@ def _output_sets(run_dir: Path) -> dict[str, Path]:
         raise _err(f"{run_dir} has no outputs/ folder (the input, victim and surrogate images)")
     found = {p.name: p for p in sorted(out.iterdir()) if p.is_dir() and grids.present_columns(p)}
     if not found:
-        raise _err(
-            f"{out} holds no set with image folders (expected outputs/<set>/victim/, surrogate/, input/, gt/)"
-        )
+        raise _err(f"{out} holds no set with image folders (expected outputs/<set>/victim/, surrogate/, input/, gt/)")
     return found
 
 
@@ -133,7 +133,11 @@ def _set_section(
         png = plots.metric_bars_png(sm, set_name=name)
         if png is not None:
             metric = plots.pick_metric(sm)
-            sec.bars = Figure(png_data_uri(png), f"{name} set: one metric across the tables and baselines, with 95% CIs.", f"bar chart of {metric}")
+            sec.bars = Figure(
+                png_data_uri(png),
+                f"{name} set: one metric across the tables and baselines, with 95% CIs.",
+                f"bar chart of {metric}",
+            )
     if set_dir is None:
         if sm:
             sec.note = "No images for this set under outputs/."
@@ -147,9 +151,17 @@ def _set_section(
     rows = [grids.load_row(set_dir, s, columns, task) for s in shown]
     g = grids.comparison_image(rows, labels, row_labels=shown)
     more = f" (the first {len(shown)} of {len(stems)})" if len(stems) > len(shown) else ""
-    extra = " The low-resolution input is enlarged by nearest neighbour to the output size." if task == "sr" and "input" in columns else ""
+    extra = (
+        " The low-resolution input is enlarged by nearest neighbour to the output size."
+        if task == "sr" and "input" in columns
+        else ""
+    )
     sec.figures.append(
-        Figure(png_data_uri(_png(g)), f"{name} set, {' | '.join(labels)}{more}.{extra}", f"{name} set image grid: {', '.join(labels)}")
+        Figure(
+            png_data_uri(_png(g)),
+            f"{name} set, {' | '.join(labels)}{more}.{extra}",
+            f"{name} set image grid: {', '.join(labels)}",
+        )
     )
     if task == "sr":
         for stem, row in list(zip(shown, rows))[: min(len(shown), 3)]:
@@ -172,7 +184,11 @@ def _learning_curve(run_dir: Path) -> Figure | None:
         curve = _read_json(j, "learning_curve.json")
         png = plots.learning_curve_png(curve)
         metric = curve.get("metric", "quality")
-        return Figure(png_data_uri(png), f"Table B ({metric}, surrogate vs victim) against the number of queries, per query-selection strategy; bands: 95% CI.", "learning curve")
+        return Figure(
+            png_data_uri(png),
+            f"Table B ({metric}, surrogate vs victim) against the number of queries, per query-selection strategy; bands: 95% CI.",
+            "learning curve",
+        )
     p = run_dir / "learning_curve.png"
     if p.is_file():
         data = p.read_bytes()
@@ -203,7 +219,9 @@ def _header(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
             env = json.loads((run_dir / "env.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             env = {}
-    date = env.get("time") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((run_dir / "metrics.json").stat().st_mtime))
+    date = env.get("time") or time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.localtime((run_dir / "metrics.json").stat().st_mtime)
+    )
     spent, budget = queries.get("spent"), queries.get("budget")
     if isinstance(spent, (int, float)) and isinstance(budget, (int, float)) and budget:
         q = f"{spent:g} of {budget:g} ({100 * spent / budget:.0f}% of the budget)"
@@ -212,11 +230,17 @@ def _header(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
     else:
         q = "not recorded"
     sur_parts = [str(surrogate[k]) for k in ("kind",) if surrogate.get(k)]
-    sur_desc = ", ".join(f"{k} {v}" for k, v in surrogate.items() if k not in ("kind", "path") and isinstance(v, (str, int, float)) and not isinstance(v, bool))
+    sur_desc = ", ".join(
+        f"{k} {v}"
+        for k, v in surrogate.items()
+        if k not in ("kind", "path") and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+    )
     info = victim.get("info") if isinstance(victim.get("info"), dict) else {}
     info_s = ", ".join(f"{k}: {v}" for k, v in info.items() if isinstance(v, (str, int, float, bool)))
     return {
-        "task": "super-resolution" + (f" ×{scale}" if scale else "") if task == "sr" else "style transfer (image-to-image translation)",
+        "task": "super-resolution" + (f" ×{scale}" if scale else "")
+        if task == "sr"
+        else "style transfer (image-to-image translation)",
         "victim_name": victim.get("name") or "not recorded",
         "victim_api": _strip_scheme(victim.get("url")),
         "victim_info": info_s or None,

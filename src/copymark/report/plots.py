@@ -88,7 +88,12 @@ def learning_curve_png(curve: dict[str, Any], title: str | None = None) -> bytes
         with_ci = [(q, c) for q, _, c in pts if c is not None]
         if with_ci:
             ax.fill_between(
-                [q for q, _ in with_ci], [c[0] for _, c in with_ci], [c[1] for _, c in with_ci], color=color, alpha=0.18, linewidth=0
+                [q for q, _ in with_ci],
+                [c[0] for _, c in with_ci],
+                [c[1] for _, c in with_ci],
+                color=color,
+                alpha=0.18,
+                linewidth=0,
             )
     budget = curve.get("budget")
     if _finite(budget) and budget > 0:
@@ -140,7 +145,7 @@ def metric_bars_png(set_metrics: dict[str, Any], metric: str | None = None, set_
         return None
     fig = _figure(max(4.0, 1.5 * len(entries) + 1.2), 3.6)
     ax = fig.add_subplot()
-    for i, (lab, m, is_base) in enumerate(entries):
+    for i, (_lab, m, is_base) in enumerate(entries):
         y = float(m.get("mean", m.get("value")))
         color = "#9aa5b1" if is_base else _COLORS[i % 3]
         ax.bar(i, y, color=color, width=0.62, hatch="//" if is_base else None, edgecolor="white")

@@ -250,7 +250,9 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
     joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     bases = []
     if paired_basis:
-        bases.append(f"the 95% bootstrap CI of the per-image difference (n = {b[metric].get('n', '?')} images) excluding 0")
+        bases.append(
+            f"the 95% bootstrap CI of the per-image difference (n = {b[metric].get('n', '?')} images) excluding 0"
+        )
     if overlap_basis:
         bases.append("non-overlapping 95% confidence intervals")
     if any_ci_missing:
@@ -304,9 +306,7 @@ def tables_markdown(metrics: dict[str, Any]) -> str:
             if not block.rows:
                 out.append(f"| {_md_escape(name)} | — | — | — | — |")
             for row in block.rows:
-                out.append(
-                    f"| {_md_escape(name)} | {_md_escape(row.label)} | {row.value} | {row.n} | {row.ci95} |"
-                )
+                out.append(f"| {_md_escape(name)} | {_md_escape(row.label)} | {row.value} | {row.n} | {row.ci95} |")
         out.append("")
         sentence = reading_sentence(set_name, sm)
         if sentence:

@@ -44,11 +44,11 @@ from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from copymark.errors import ImageError
-from copymark.extraction.victims import Victim
 from copymark.images import decode_image_bytes, encode_png
 from copymark.serving.batcher import MicroBatcher, QueueFull
 from copymark.serving.limits import TokenBucket, UsageLedger, key_hash
 from copymark.serving.metrics import Metrics
+from copymark.serving.models import ImageModel
 from copymark.serving.settings import KeyPolicy, ServeSettings, load_keys
 
 
@@ -77,9 +77,13 @@ def probe_image_header(data: bytes, max_pixels: int) -> tuple[int, int]:
     except Image.DecompressionBombError as err:
         raise ApiError(413, "too_many_pixels", f"refused as a decompression bomb: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ApiError(415, "unsupported_media", "not a decodable image (send PNG, JPEG, WebP, BMP or TIFF bytes)") from None
+        raise ApiError(
+            415, "unsupported_media", "not a decodable image (send PNG, JPEG, WebP, BMP or TIFF bytes)"
+        ) from None
     if w * h > max_pixels:
-        raise ApiError(413, "too_many_pixels", f"image header declares {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+        raise ApiError(
+            413, "too_many_pixels", f"image header declares {w}x{h} = {w * h} pixels; the limit is {max_pixels}"
+        )
     if w < 1 or h < 1:
         raise ApiError(422, "corrupt_image", f"image header declares an empty image {w}x{h}")
     return w, h
@@ -99,7 +103,7 @@ async def _maybe_thread(pixels: int, fn: Any, *args: Any) -> Any:
 class _State:
     """Everything a running app owns (built by create_app, started by its lifespan)."""
 
-    def __init__(self, victim: Victim, settings: ServeSettings):
+    def __init__(self, victim: ImageModel, settings: ServeSettings):
         self.victim = victim
         self.settings = settings
         keys = load_keys(settings.keys_file)
@@ -107,8 +111,9 @@ class _State:
         self.buckets = {kh: TokenBucket(p.rate_per_s, p.burst) for kh, p in self.policies.items()}
         self.ledger = UsageLedger(settings.usage_path(), settings.idempotency_cache)
         self.metrics = Metrics()
-        self.batcher = MicroBatcher(victim, settings.max_batch, settings.max_wait_ms, settings.queue_size,
-                                    on_batch=self.metrics.batch_size)
+        self.batcher = MicroBatcher(
+            victim, settings.max_batch, settings.max_wait_ms, settings.queue_size, on_batch=self.metrics.batch_size
+        )
         self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}  # Idempotency-Keys being answered
         self._log_lock = threading.Lock()
         self._log = open(settings.request_log, "a", buffering=1) if settings.request_log else None  # noqa: SIM115
@@ -179,11 +184,13 @@ async def _image_bytes(request: Request, body: bytes) -> bytes:
     else:
         data = body
     if not data:
-        raise ApiError(422, "empty_body", "no image bytes received (send the image as the body or multipart field 'image')")
+        raise ApiError(
+            422, "empty_body", "no image bytes received (send the image as the body or multipart field 'image')"
+        )
     return data
 
 
-def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
+def create_app(victim: ImageModel, settings: ServeSettings) -> FastAPI:
     """Build the inference API around ``victim`` with the limits of ``settings``."""
     state = _State(victim, settings)
 
@@ -196,8 +203,9 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
             await state.batcher.stop()
             state.close()
 
-    app = FastAPI(title="copymark victim API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="copymark victim API", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.copymark = state
 
     @app.exception_handler(StarletteHTTPException)
@@ -275,8 +283,12 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
         spent = state.ledger.spent(kh)
         ctx["remaining"] = max(0, policy.budget - spent)
         if wait > 0:
-            raise ApiError(429, "rate_limited", f"rate limit of {policy.rate_per_s:g}/s exceeded; retry after {wait:.3f} s",
-                           {"Retry-After": str(max(1, math.ceil(wait))), "X-Retry-After-Ms": str(math.ceil(wait * 1000))})
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"rate limit of {policy.rate_per_s:g}/s exceeded; retry after {wait:.3f} s",
+                {"Retry-After": str(max(1, math.ceil(wait))), "X-Retry-After-Ms": str(math.ceil(wait * 1000))},
+            )
         idem = request.headers.get("idempotency-key")
         if idem is not None and (not idem or len(idem) > 200):
             raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must have 1 to 200 characters")
@@ -305,8 +317,9 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
                 state.inflight.pop((kh, idem), None)
                 owned.set_result(None)
 
-    async def _replay_or_own(kh: str, idem: str, body_sha: str, rid: str,
-                             ctx: dict[str, Any]) -> Response | asyncio.Future[None]:
+    async def _replay_or_own(
+        kh: str, idem: str, body_sha: str, rid: str, ctx: dict[str, Any]
+    ) -> Response | asyncio.Future[None]:
         """Replay a cached answer for this Idempotency-Key, or wait for the same request in flight
         (a client retrying after its own timeout) and replay its answer; else own the key."""
         while True:
@@ -316,9 +329,16 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
                     raise ApiError(422, "idempotency_mismatch", "Idempotency-Key was used before with another image")
                 state.metrics.answer(replay=True)
                 ctx["replay_of"] = cached[2]
-                return Response(cached[1], media_type="image/png", headers={
-                    "X-Request-Id": rid, "X-Budget-Remaining": str(ctx["remaining"]),
-                    "Idempotent-Replay": "true", "X-Original-Request-Id": cached[2]})
+                return Response(
+                    cached[1],
+                    media_type="image/png",
+                    headers={
+                        "X-Request-Id": rid,
+                        "X-Budget-Remaining": str(ctx["remaining"]),
+                        "Idempotent-Replay": "true",
+                        "X-Original-Request-Id": cached[2],
+                    },
+                )
             pending = state.inflight.get((kh, idem))
             if pending is None:
                 break
@@ -332,8 +352,9 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
         state.inflight[(kh, idem)] = fut
         return fut
 
-    async def _answer(kh: str, policy: KeyPolicy, idem: str | None, data: bytes, body_sha: str, rid: str,
-                      ctx: dict[str, Any]) -> Response:
+    async def _answer(
+        kh: str, policy: KeyPolicy, idem: str | None, data: bytes, body_sha: str, rid: str, ctx: dict[str, Any]
+    ) -> Response:
         s = state.settings
         if not state.ledger.reserve(kh, policy.budget):
             raise ApiError(402, "budget_exhausted", f"the key's budget of {policy.budget} answers is spent")
@@ -349,7 +370,9 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
                 try:
                     fut = state.batcher.submit(x)
                 except QueueFull as err:
-                    raise ApiError(503, "queue_full", f"server busy: {err}; retry later", {"Retry-After": "1"}) from None
+                    raise ApiError(
+                        503, "queue_full", f"server busy: {err}; retry later", {"Retry-After": "1"}
+                    ) from None
             finally:
                 state.batcher.arriving -= 1
             try:
@@ -372,7 +395,8 @@ def create_app(victim: Victim, settings: ServeSettings) -> FastAPI:
         state.metrics.answer()
         ctx["remaining"] = max(0, policy.budget - spent)
         ctx["answer_sha256"] = hashlib.sha256(png).hexdigest()
-        return Response(png, media_type="image/png",
-                        headers={"X-Request-Id": rid, "X-Budget-Remaining": str(ctx["remaining"])})
+        return Response(
+            png, media_type="image/png", headers={"X-Request-Id": rid, "X-Budget-Remaining": str(ctx["remaining"])}
+        )
 
     return app

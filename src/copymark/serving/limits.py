@@ -87,8 +87,9 @@ class UsageLedger:
         with self._lock:
             self._reserved[kh] = max(0, self._reserved.get(kh, 0) - 1)
 
-    def charge(self, kh: str, idem_key: str | None = None, body_sha: str = "", png: bytes = b"",
-               request_id: str = "") -> int:
+    def charge(
+        self, kh: str, idem_key: str | None = None, body_sha: str = "", png: bytes = b"", request_id: str = ""
+    ) -> int:
         """Turn a reservation into a spent answer (and cache the reply); return the new spent count."""
         with self._lock:
             self._reserved[kh] = max(0, self._reserved.get(kh, 0) - 1)

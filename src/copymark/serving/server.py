@@ -46,8 +46,9 @@ class BackgroundServer:
         self.url = f"http://{self.host}:{self.port}"
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=5)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
-                                       name=f"uvicorn-{self.port}")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name=f"uvicorn-{self.port}"
+        )
 
     def start(self, timeout: float = 20.0) -> BackgroundServer:
         self.thread.start()

@@ -43,15 +43,21 @@ class ServeSettings(StrictModel):
     request_log: Path | None = Field(default=None, description="JSON-lines audit log of every request")
 
     def usage_path(self) -> Path:
-        return self.usage_db if self.usage_db is not None else self.keys_file.with_name(self.keys_file.name + ".usage.sqlite")
+        return (
+            self.usage_db
+            if self.usage_db is not None
+            else self.keys_file.with_name(self.keys_file.name + ".usage.sqlite")
+        )
 
 
 def load_keys(path: Path) -> dict[str, KeyPolicy]:
     """Read the keys file: ``{key: {budget, rate_per_s, burst}}``; errors name the key."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"keys file not found: {p}",
-                          hint='write JSON like {"my-secret-key": {"budget": 1000, "rate_per_s": 5, "burst": 10}}')
+        raise ConfigError(
+            f"keys file not found: {p}",
+            hint='write JSON like {"my-secret-key": {"budget": 1000, "rate_per_s": 5, "burst": 10}}',
+        )
     raw = read_json(p, ConfigError)
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{p}: expected a non-empty JSON object mapping API keys to their limits")

@@ -8,13 +8,40 @@ from copymark.stats.binomial import BinomResult, binom_pvalue, binom_test, min_s
 from copymark.stats.bootstrap import bootstrap_ci, bootstrap_distribution
 from copymark.stats.power import tost_ind_n, tost_ind_power, tost_min_bound, ttest_ind_n, ttest_ind_power
 from copymark.stats.tost import TostOneSampleResult, TostResult, tost_from_stats, tost_ind, tost_one_sample
-from copymark.stats.ttest import (Summary, TTestResult, cohens_d, pooled_sd, student_t, summarize,
-                                  ttest_from_stats, welch_t)
+from copymark.stats.ttest import (
+    Summary,
+    TTestResult,
+    cohens_d,
+    pooled_sd,
+    student_t,
+    summarize,
+    ttest_from_stats,
+    welch_t,
+)
 
 __all__ = [
-    "BinomResult", "binom_pvalue", "binom_test", "min_successes",
-    "bootstrap_ci", "bootstrap_distribution",
-    "tost_ind_n", "tost_ind_power", "tost_min_bound", "ttest_ind_n", "ttest_ind_power",
-    "TostOneSampleResult", "TostResult", "tost_from_stats", "tost_ind", "tost_one_sample",
-    "Summary", "TTestResult", "cohens_d", "pooled_sd", "student_t", "summarize", "ttest_from_stats", "welch_t",
+    "BinomResult",
+    "binom_pvalue",
+    "binom_test",
+    "min_successes",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "tost_ind_n",
+    "tost_ind_power",
+    "tost_min_bound",
+    "ttest_ind_n",
+    "ttest_ind_power",
+    "TostOneSampleResult",
+    "TostResult",
+    "tost_from_stats",
+    "tost_ind",
+    "tost_one_sample",
+    "Summary",
+    "TTestResult",
+    "cohens_d",
+    "pooled_sd",
+    "student_t",
+    "summarize",
+    "ttest_from_stats",
+    "welch_t",
 ]

@@ -42,14 +42,23 @@ def _check(k: int | None, n: int, p0: float) -> None:
         raise ConfigError(f"p0={p0} must lie in (0, 1)")
 
 
-def binom_test(k: int, n: int, p0: float = 0.5, *, alternative: Alternative = "greater",
-               level: float = 0.95) -> BinomResult:
+def binom_test(
+    k: int, n: int, p0: float = 0.5, *, alternative: Alternative = "greater", level: float = 0.95
+) -> BinomResult:
     """Exact binomial test of ``k`` successes in ``n`` trials against ``p0`` (default one-sided greater)."""
     _check(k, n, p0)
     r = _st.binomtest(int(k), int(n), p0, alternative=alternative)
     ci = r.proportion_ci(confidence_level=level, method="exact")
-    return BinomResult(k=int(k), n=int(n), p0=p0, proportion=k / n, pvalue=float(r.pvalue),
-                       ci=(float(ci.low), float(ci.high)), level=level, alternative=alternative)
+    return BinomResult(
+        k=int(k),
+        n=int(n),
+        p0=p0,
+        proportion=k / n,
+        pvalue=float(r.pvalue),
+        ci=(float(ci.low), float(ci.high)),
+        level=level,
+        alternative=alternative,
+    )
 
 
 def binom_pvalue(k: int, n: int, p0: float = 0.5, alternative: Alternative = "greater") -> float:

@@ -8,7 +8,7 @@ chunked so memory stays bounded for large samples.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,8 +17,9 @@ from copymark.errors import ConfigError, DataError
 Statistic = Callable[..., np.ndarray]
 
 
-def bootstrap_distribution(values: Sequence[float] | np.ndarray, n_boot: int = 10000, seed: int = 0,
-                           statistic: Statistic = np.mean) -> np.ndarray:
+def bootstrap_distribution(
+    values: Sequence[float] | np.ndarray, n_boot: int = 10000, seed: int = 0, statistic: Statistic = np.mean
+) -> np.ndarray:
     """The ``n_boot`` bootstrap replicates of ``statistic`` (called as ``statistic(x, axis=1)``)."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 1:
@@ -33,12 +34,17 @@ def bootstrap_distribution(values: Sequence[float] | np.ndarray, n_boot: int = 1
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         idx = rng.integers(0, x.size, size=(m, x.size))
-        out[start:start + m] = statistic(x[idx], axis=1)
+        out[start : start + m] = statistic(x[idx], axis=1)
     return out
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 10000, seed: int = 0, level: float = 0.95,
-                 statistic: Statistic = np.mean) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    statistic: Statistic = np.mean,
+) -> tuple[float, float]:
     """Percentile bootstrap CI ``(low, high)`` of ``statistic`` (default: the mean) at ``level``."""
     if not 0 < level < 1:
         raise ConfigError(f"level={level} must lie in (0, 1)")

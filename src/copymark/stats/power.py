@@ -38,8 +38,9 @@ def _check(alpha: float, power: float | None = None) -> None:
         raise ConfigError(f"power={power} must lie in (0, 1)")
 
 
-def ttest_ind_power(d: float, n1: float, *, alpha: float = 0.05, ratio: float = 1.0,
-                    alternative: Alternative = "two-sided") -> float:
+def ttest_ind_power(
+    d: float, n1: float, *, alpha: float = 0.05, ratio: float = 1.0, alternative: Alternative = "two-sided"
+) -> float:
     """Power of the two-sample t test to detect a true Cohen's d with ``n1`` and ``ratio*n1``."""
     _check(alpha)
     n2 = n1 * ratio
@@ -68,24 +69,29 @@ def _solve_n(fn, power: float, what: str) -> float:
         if v == v and v >= power:  # (v == v) is False for NaN
             break
         if hi > 1e7:
-            raise ConfigError(f"{what}: power {power} is not reachable with up to {hi:.0e} per group",
-                              hint="the effect or the equivalence bounds are too small")
+            raise ConfigError(
+                f"{what}: power {power} is not reachable with up to {hi:.0e} per group",
+                hint="the effect or the equivalence bounds are too small",
+            )
         lo, hi = hi, hi * 2
     return float(optimize.brentq(lambda n: fn(n) - power, lo, hi, xtol=1e-6))
 
 
-def ttest_ind_n(d: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0,
-                alternative: Alternative = "two-sided") -> float:
+def ttest_ind_n(
+    d: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0, alternative: Alternative = "two-sided"
+) -> float:
     """Size of group 1 (float; round up) for the t test to reach ``power`` at true effect ``d``."""
     _check(alpha, power)
     if d == 0:
         raise ConfigError("d=0: no sample size gives power above alpha for a null effect")
-    return _solve_n(lambda n: ttest_ind_power(d, n, alpha=alpha, ratio=ratio, alternative=alternative), power,
-                    f"t test with d={d}")
+    return _solve_n(
+        lambda n: ttest_ind_power(d, n, alpha=alpha, ratio=ratio, alternative=alternative), power, f"t test with d={d}"
+    )
 
 
-def tost_ind_power(low_d: float, high_d: float, n1: float, *, alpha: float = 0.05, true_d: float = 0.0,
-                   ratio: float = 1.0) -> float:
+def tost_ind_power(
+    low_d: float, high_d: float, n1: float, *, alpha: float = 0.05, true_d: float = 0.0, ratio: float = 1.0
+) -> float:
     """Exact power of the pooled-variance TOST (see module docstring); bounds in Cohen's d."""
     _check(alpha)
     if not low_d < high_d:
@@ -104,18 +110,23 @@ def tost_ind_power(low_d: float, high_d: float, n1: float, *, alpha: float = 0.0
     return float(min(1.0, max(0.0, val)))
 
 
-def tost_ind_n(bound_d: float, *, alpha: float = 0.05, power: float = 0.8, true_d: float = 0.0,
-               ratio: float = 1.0) -> float:
+def tost_ind_n(
+    bound_d: float, *, alpha: float = 0.05, power: float = 0.8, true_d: float = 0.0, ratio: float = 1.0
+) -> float:
     """Size of group 1 (float; round up) for the TOST with bounds ``+/-bound_d`` to reach ``power``."""
     _check(alpha, power)
     if bound_d <= abs(true_d):
         raise ConfigError(f"bound_d={bound_d} must exceed |true_d|={abs(true_d)}")
-    return _solve_n(lambda n: tost_ind_power(-bound_d, bound_d, n, alpha=alpha, true_d=true_d, ratio=ratio), power,
-                    f"TOST with bounds +/-{bound_d}")
+    return _solve_n(
+        lambda n: tost_ind_power(-bound_d, bound_d, n, alpha=alpha, true_d=true_d, ratio=ratio),
+        power,
+        f"TOST with bounds +/-{bound_d}",
+    )
 
 
 def tost_min_bound(n1: float, *, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0) -> float:
     """Smallest symmetric bound (in d) the TOST can establish with ``power`` at true d = 0 (sensitivity)."""
     _check(alpha, power)
-    return float(optimize.brentq(lambda b: tost_ind_power(-b, b, n1, alpha=alpha, ratio=ratio) - power, 1e-6, 50.0,
-                                 xtol=1e-8))
+    return float(
+        optimize.brentq(lambda b: tost_ind_power(-b, b, n1, alpha=alpha, ratio=ratio) - power, 1e-6, 50.0, xtol=1e-8)
+    )

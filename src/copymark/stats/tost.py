@@ -16,8 +16,9 @@ matching ``statsmodels.stats.weightstats.ttost_ind`` given the converted bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as _st
@@ -62,14 +63,17 @@ class TostResult:
     def verdict(self) -> str:
         """One sentence in words: "equivalent" or "not equivalent", with the numbers."""
         word = "equivalent" if self.equivalent else "not equivalent"
-        return (f"{word}: TOST p = {self.p:.4g} {'<' if self.equivalent else '>='} alpha = {self.alpha:g} "
-                f"for bounds d = [{self.low_d:+.3g}, {self.high_d:+.3g}] "
-                f"(raw [{self.low:+.3f}, {self.high:+.3f}]); "
-                f"{100 * (1 - 2 * self.alpha):.0f}% CI of the difference [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]")
+        return (
+            f"{word}: TOST p = {self.p:.4g} {'<' if self.equivalent else '>='} alpha = {self.alpha:g} "
+            f"for bounds d = [{self.low_d:+.3g}, {self.high_d:+.3g}] "
+            f"(raw [{self.low:+.3f}, {self.high:+.3f}]); "
+            f"{100 * (1 - 2 * self.alpha):.0f}% CI of the difference [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]"
+        )
 
 
-def tost_from_stats(a: Summary, b: Summary, *, low_d: float = -0.3, high_d: float = 0.3, alpha: float = 0.05,
-                    usevar: UseVar = "unequal") -> TostResult:
+def tost_from_stats(
+    a: Summary, b: Summary, *, low_d: float = -0.3, high_d: float = 0.3, alpha: float = 0.05, usevar: UseVar = "unequal"
+) -> TostResult:
     """TOST from summary statistics (mean, SD, n per group); see the module docstring."""
     if not low_d < high_d:
         raise ConfigError(f"equivalence bounds must satisfy low < high, got low_d={low_d}, high_d={high_d}")
@@ -92,16 +96,39 @@ def tost_from_stats(a: Summary, b: Summary, *, low_d: float = -0.3, high_d: floa
     p_high = float(_st.t.cdf(t_high, df))
     q = float(_st.t.ppf(1.0 - alpha, df))
     p = max(p_low, p_high)
-    return TostResult(diff=diff, sd_pooled=sp, cohens_d=diff / sp if sp > 0 else 0.0, low_d=low_d, high_d=high_d,
-                      low=low, high=high, se=se, df=df, t_low=t_low, p_low=p_low, t_high=t_high, p_high=p_high,
-                      p=p, ci=(diff - q * se, diff + q * se), alpha=alpha, usevar=usevar, equivalent=bool(p < alpha))
+    return TostResult(
+        diff=diff,
+        sd_pooled=sp,
+        cohens_d=diff / sp if sp > 0 else 0.0,
+        low_d=low_d,
+        high_d=high_d,
+        low=low,
+        high=high,
+        se=se,
+        df=df,
+        t_low=t_low,
+        p_low=p_low,
+        t_high=t_high,
+        p_high=p_high,
+        p=p,
+        ci=(diff - q * se, diff + q * se),
+        alpha=alpha,
+        usevar=usevar,
+        equivalent=bool(p < alpha),
+    )
 
 
-def tost_ind(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, low_d: float = -0.3,
-             high_d: float = 0.3, alpha: float = 0.05, usevar: UseVar = "unequal") -> TostResult:
+def tost_ind(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    low_d: float = -0.3,
+    high_d: float = 0.3,
+    alpha: float = 0.05,
+    usevar: UseVar = "unequal",
+) -> TostResult:
     """TOST equivalence test of ``mean(a) - mean(b)`` with bounds in Cohen's d (default +/-0.3)."""
-    return tost_from_stats(summarize(a, "a"), summarize(b, "b"), low_d=low_d, high_d=high_d, alpha=alpha,
-                           usevar=usevar)
+    return tost_from_stats(summarize(a, "a"), summarize(b, "b"), low_d=low_d, high_d=high_d, alpha=alpha, usevar=usevar)
 
 
 @dataclass(frozen=True)
@@ -128,8 +155,9 @@ class TostOneSampleResult:
         return asdict(self)
 
 
-def tost_one_sample(values: Sequence[float] | np.ndarray, low: float, high: float, *,
-                    alpha: float = 0.05) -> TostOneSampleResult:
+def tost_one_sample(
+    values: Sequence[float] | np.ndarray, low: float, high: float, *, alpha: float = 0.05
+) -> TostOneSampleResult:
     """TOST that the mean of ``values`` lies in the raw interval ``(low, high)``.
 
     With ``values = x - y`` of paired observations this is the paired TOST (same numbers as
@@ -148,6 +176,20 @@ def tost_one_sample(values: Sequence[float] | np.ndarray, low: float, high: floa
     p_low, p_high = float(_st.t.sf(t_low, df)), float(_st.t.cdf(t_high, df))
     q = float(_st.t.ppf(1 - alpha, df))
     p = max(p_low, p_high)
-    return TostOneSampleResult(mean=s.mean, sd=s.sd, n=s.n, low=low, high=high, se=float(se), df=df,
-                               t_low=float(t_low), p_low=p_low, t_high=float(t_high), p_high=p_high, p=p,
-                               ci=(s.mean - q * se, s.mean + q * se), alpha=alpha, equivalent=bool(p < alpha))
+    return TostOneSampleResult(
+        mean=s.mean,
+        sd=s.sd,
+        n=s.n,
+        low=low,
+        high=high,
+        se=float(se),
+        df=df,
+        t_low=float(t_low),
+        p_low=p_low,
+        t_high=float(t_high),
+        p_high=p_high,
+        p=p,
+        ci=(s.mean - q * se, s.mean + q * se),
+        alpha=alpha,
+        equivalent=bool(p < alpha),
+    )

@@ -8,8 +8,9 @@ sample SDs (``ddof=1``). Verified against ``scipy.stats.ttest_ind`` (tests/stats
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats as _st
@@ -53,8 +54,10 @@ def summarize(values: Sequence[float] | np.ndarray, name: str = "sample") -> Sum
     """Mean, sample SD and n of a 1-D sample; at least two finite values are required."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2:
-        raise DataError(f"{name} has {x.size} value(s); a t test needs at least 2 per group",
-                        hint="collect more ratings before analysing")
+        raise DataError(
+            f"{name} has {x.size} value(s); a t test needs at least 2 per group",
+            hint="collect more ratings before analysing",
+        )
     if not np.all(np.isfinite(x)):
         raise DataError(f"{name} contains NaN or infinite values", hint="drop missing ratings first")
     return Summary(mean=float(x.mean()), sd=float(x.std(ddof=1)), n=int(x.size))
@@ -98,8 +101,9 @@ def _p_value(t: float, df: float, alternative: str) -> float:
             raise DataError(f"alternative={alternative!r} is not one of two-sided, less, greater")
 
 
-def ttest_from_stats(a: Summary, b: Summary, *, equal_var: bool = False, alternative: Alternative = "two-sided",
-                     level: float = 0.95) -> TTestResult:
+def ttest_from_stats(
+    a: Summary, b: Summary, *, equal_var: bool = False, alternative: Alternative = "two-sided", level: float = 0.95
+) -> TTestResult:
     """t test of ``a.mean - b.mean`` from summaries; Welch (unequal variances) by default."""
     for s, nm in ((a, "group a"), (b, "group b")):
         if s.n < 2:
@@ -107,16 +111,32 @@ def ttest_from_stats(a: Summary, b: Summary, *, equal_var: bool = False, alterna
     se, df = _se_df(a, b, equal_var)
     diff = a.mean - b.mean
     if se == 0:
-        raise DataError("both groups have zero variance; the t statistic is undefined",
-                        hint="constant ratings cannot be tested; check the data")
+        raise DataError(
+            "both groups have zero variance; the t statistic is undefined",
+            hint="constant ratings cannot be tested; check the data",
+        )
     t = diff / se
     q = float(_st.t.ppf(0.5 + level / 2.0, df))
-    return TTestResult(t=t, df=df, p=_p_value(t, df, alternative), diff=diff, se=se,
-                       ci=(diff - q * se, diff + q * se), level=level, alternative=alternative, equal_var=equal_var)
+    return TTestResult(
+        t=t,
+        df=df,
+        p=_p_value(t, df, alternative),
+        diff=diff,
+        se=se,
+        ci=(diff - q * se, diff + q * se),
+        level=level,
+        alternative=alternative,
+        equal_var=equal_var,
+    )
 
 
-def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, alternative: Alternative = "two-sided",
-            level: float = 0.95) -> TTestResult:
+def welch_t(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    alternative: Alternative = "two-sided",
+    level: float = 0.95,
+) -> TTestResult:
     """Welch's unequal-variance t test of ``mean(a) - mean(b)`` (Satterthwaite df).
 
     Same t and p as ``scipy.stats.ttest_ind(a, b, equal_var=False)``; also returns the
@@ -125,7 +145,12 @@ def welch_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
     return ttest_from_stats(summarize(a, "a"), summarize(b, "b"), equal_var=False, alternative=alternative, level=level)
 
 
-def student_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, alternative: Alternative = "two-sided",
-              level: float = 0.95) -> TTestResult:
+def student_t(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    alternative: Alternative = "two-sided",
+    level: float = 0.95,
+) -> TTestResult:
     """Student's pooled-variance t test of ``mean(a) - mean(b)``."""
     return ttest_from_stats(summarize(a, "a"), summarize(b, "b"), equal_var=True, alternative=alternative, level=level)

@@ -24,8 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from copymark.errors import DataError
-from copymark.stats import (Summary, TostResult, TTestResult, summarize, tost_from_stats, tost_ind_n, tost_ind_power,
-                            tost_min_bound, tost_one_sample, ttest_from_stats, ttest_ind_n)
+from copymark.stats import (
+    Summary,
+    TostResult,
+    TTestResult,
+    summarize,
+    tost_from_stats,
+    tost_ind_n,
+    tost_ind_power,
+    tost_min_bound,
+    tost_one_sample,
+    ttest_from_stats,
+    ttest_ind_n,
+)
 from copymark.study.design import DB_FILE, STUDY_FILE, load_study
 from copymark.study.store import StudyStore, read_csv
 
@@ -37,7 +48,9 @@ def load_ratings(path: str | Path) -> list[dict]:
         if not (p / STUDY_FILE).is_file():
             raise DataError(f"{p} is neither a ratings CSV nor a study folder (no {STUDY_FILE})")
         if not (p / DB_FILE).is_file():
-            raise DataError(f"study {p} has no answers yet ({DB_FILE} missing)", hint="run `copymark study serve` first")
+            raise DataError(
+                f"study {p} has no answers yet ({DB_FILE} missing)", hint="run `copymark study serve` first"
+            )
         return StudyStore(p, load_study(p)).rows()
     return read_csv(p)
 
@@ -90,22 +103,40 @@ def _group(rows: list[dict], model: str) -> GroupStats:
         raise DataError(f"only {scores.size} rating(s) of the {model} model; need at least 2 per model to analyse")
     s = summarize(scores, model)
     counts = [int(np.sum(scores == k)) for k in range(1, 6)]
-    return GroupStats(model=model, n=s.n, mean=s.mean, sd=s.sd,
-                      participants=len({r["participant"] for r in rows if r["model"] == model}), counts=counts)
+    return GroupStats(
+        model=model,
+        n=s.n,
+        mean=s.mean,
+        sd=s.sd,
+        participants=len({r["participant"] for r in rows if r["model"] == model}),
+        counts=counts,
+    )
 
 
-def analyze_ratings(rows: list[dict], *, bound_d: float = 0.3, alpha: float = 0.05, power: float = 0.8,
-                    usevar: str = "unequal", drop_inattentive: bool = False, complete_only: bool = False) -> StudyAnalysis:
+def analyze_ratings(
+    rows: list[dict],
+    *,
+    bound_d: float = 0.3,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    usevar: str = "unequal",
+    drop_inattentive: bool = False,
+    complete_only: bool = False,
+) -> StudyAnalysis:
     """Full victim-vs-surrogate analysis of ``rows`` (export schema). Difference = victim - surrogate."""
     if not rows:
         raise DataError("no ratings to analyse")
     excl = {"rows_total": len(rows)}
     att_rows = [r for r in rows if r["model"] == "attention"]
-    failed = sorted({r["participant"] for r in att_rows if r["expected_score"] != "" and r["score"] != r["expected_score"]},
-                    key=str)
-    attention = {"checks": len(att_rows), "passed": sum(1 for r in att_rows if r["score"] == r["expected_score"]),
-                 "participants_checked": len({r["participant"] for r in att_rows}),
-                 "participants_failed": len(failed)}
+    failed = sorted(
+        {r["participant"] for r in att_rows if r["expected_score"] != "" and r["score"] != r["expected_score"]}, key=str
+    )
+    attention = {
+        "checks": len(att_rows),
+        "passed": sum(1 for r in att_rows if r["score"] == r["expected_score"]),
+        "participants_checked": len({r["participant"] for r in att_rows}),
+        "participants_failed": len(failed),
+    }
     data = [r for r in rows if r["model"] in ("victim", "surrogate")]
     if complete_only:
         before = {r["participant"] for r in data}
@@ -128,12 +159,17 @@ def analyze_ratings(rows: list[dict], *, bound_d: float = 0.3, alpha: float = 0.
     k = max(k, 1e-9)
     ratio = s.n / v.n
     n_needed = math.ceil(tost_ind_n(bound_d, alpha=alpha, power=power))
-    pw = PowerReport(alpha=alpha, target_power=power, bound_d=bound_d,
-                     achieved_tost_power=tost_ind_power(-bound_d, bound_d, v.n, alpha=alpha, ratio=ratio),
-                     ratings_per_model_needed=n_needed, ratings_per_model_per_participant=k,
-                     participants_needed=math.ceil(n_needed / k),
-                     ttest_ratings_per_model_for_bound=math.ceil(ttest_ind_n(bound_d, alpha=alpha, power=power)),
-                     min_bound_d_at_target_power=tost_min_bound(v.n, alpha=alpha, power=power, ratio=ratio))
+    pw = PowerReport(
+        alpha=alpha,
+        target_power=power,
+        bound_d=bound_d,
+        achieved_tost_power=tost_ind_power(-bound_d, bound_d, v.n, alpha=alpha, ratio=ratio),
+        ratings_per_model_needed=n_needed,
+        ratings_per_model_per_participant=k,
+        participants_needed=math.ceil(n_needed / k),
+        ttest_ratings_per_model_for_bound=math.ceil(ttest_ind_n(bound_d, alpha=alpha, power=power)),
+        min_bound_d_at_target_power=tost_min_bound(v.n, alpha=alpha, power=power, ratio=ratio),
+    )
 
     # per image (one row per input and model)
     per: dict[tuple[str, str], list[int]] = {}
@@ -142,8 +178,15 @@ def analyze_ratings(rows: list[dict], *, bound_d: float = 0.3, alpha: float = 0.
     per_image = []
     for (inp, model), sc in sorted(per.items()):
         a = np.asarray(sc, dtype=float)
-        per_image.append({"input_id": inp, "model": model, "n": int(a.size), "mean": float(a.mean()),
-                          "sd": float(a.std(ddof=1)) if a.size > 1 else float("nan")})
+        per_image.append(
+            {
+                "input_id": inp,
+                "model": model,
+                "n": int(a.size),
+                "mean": float(a.mean()),
+                "sd": float(a.std(ddof=1)) if a.size > 1 else float("nan"),
+            }
+        )
 
     # participant level: mean victim - mean surrogate per participant who rated both
     by_part: dict[object, dict[str, list[int]]] = {}
@@ -153,21 +196,46 @@ def analyze_ratings(rows: list[dict], *, bound_d: float = 0.3, alpha: float = 0.
     part: dict = {"participants": len(diffs)}
     if len(diffs) >= 2 and np.std(diffs) > 0:
         pt = tost_one_sample(diffs, tost.low, tost.high, alpha=alpha)
-        part.update({"mean_diff": pt.mean, "sd_diff": pt.sd, "ci": list(pt.ci), "p_low": pt.p_low,
-                     "p_high": pt.p_high, "p": pt.p, "equivalent": pt.equivalent,
-                     "ci_inside_bounds": pt.equivalent})
+        part.update(
+            {
+                "mean_diff": pt.mean,
+                "sd_diff": pt.sd,
+                "ci": list(pt.ci),
+                "p_low": pt.p_low,
+                "p_high": pt.p_high,
+                "p": pt.p,
+                "equivalent": pt.equivalent,
+                "ci_inside_bounds": pt.equivalent,
+            }
+        )
 
-    verdict = ("Verdict: " + tost.verdict() + ". Welch's t test: "
-               f"t({welch.df:.1f}) = {welch.t:.3f}, p = {welch.p:.4g}.")
+    verdict = "Verdict: " + tost.verdict() + f". Welch's t test: t({welch.df:.1f}) = {welch.t:.3f}, p = {welch.p:.4g}."
     notes = []
     if not tost.equivalent and welch.p >= alpha:
-        notes.append("Neither a difference nor equivalence is established: the result is inconclusive; "
-                     f"about {pw.participants_needed} participants would give {power:.0%} power for the TOST.")
-    return StudyAnalysis(groups={"victim": v, "surrogate": s}, welch=welch, tost=tost, power=pw, per_image=per_image,
-                         participant_level=part, attention=attention, exclusions=excl,
-                         settings={"bound_d": bound_d, "alpha": alpha, "power": power, "usevar": usevar,
-                                   "drop_inattentive": drop_inattentive, "complete_only": complete_only},
-                         verdict=verdict, notes=notes)
+        notes.append(
+            "Neither a difference nor equivalence is established: the result is inconclusive; "
+            f"about {pw.participants_needed} participants would give {power:.0%} power for the TOST."
+        )
+    return StudyAnalysis(
+        groups={"victim": v, "surrogate": s},
+        welch=welch,
+        tost=tost,
+        power=pw,
+        per_image=per_image,
+        participant_level=part,
+        attention=attention,
+        exclusions=excl,
+        settings={
+            "bound_d": bound_d,
+            "alpha": alpha,
+            "power": power,
+            "usevar": usevar,
+            "drop_inattentive": drop_inattentive,
+            "complete_only": complete_only,
+        },
+        verdict=verdict,
+        notes=notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +255,9 @@ def plot_distributions(an: StudyAnalysis, path: Path) -> Path:
     colors = {"victim": "#1f77b4", "surrogate": "#ff7f0e"}
     for i, (m, g) in enumerate(an.groups.items()):
         frac = np.asarray(g.counts) / max(1, g.n)
-        ax.bar(x + (i - 0.5) * w, frac, width=w, label=f"{m} (n={g.n}, mean={g.mean:.2f}, sd={g.sd:.2f})",
-               color=colors[m])
+        ax.bar(
+            x + (i - 0.5) * w, frac, width=w, label=f"{m} (n={g.n}, mean={g.mean:.2f}, sd={g.sd:.2f})", color=colors[m]
+        )
         ax.axvline(g.mean, color=colors[m], linestyle="--", linewidth=1.5)
     top = max(max(g.counts) / max(1, g.n) for g in an.groups.values())
     ax.set_ylim(0, top * 1.45 + 1e-9)  # room for the legend above the bars
@@ -235,45 +304,69 @@ def render_markdown(an: StudyAnalysis, plots: dict[str, str]) -> str:
     t, w, p = an.tost, an.welch, an.power
     ci_pct = round(100 * (1 - 2 * t.alpha))
     lines = ["# User study analysis: victim vs surrogate", "", f"**{an.verdict}**", ""]
-    lines += ["## Ratings per model", "", "| model | n | participants | mean | SD | 1 | 2 | 3 | 4 | 5 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Ratings per model",
+        "",
+        "| model | n | participants | mean | SD | 1 | 2 | 3 | 4 | 5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for g in an.groups.values():
-        lines.append(f"| {g.model} | {g.n} | {g.participants} | {_fmt(g.mean)} | {_fmt(g.sd)} | "
-                     + " | ".join(str(c) for c in g.counts) + " |")
-    lines += ["", "## Welch's t test (victim - surrogate)", "",
-              f"difference = {_fmt(w.diff)}, t({w.df:.1f}) = {_fmt(w.t)}, p = {w.p:.4g}, "
-              f"95% CI [{_fmt(w.ci[0])}, {_fmt(w.ci[1])}]", "",
-              "## TOST equivalence test", "",
-              f"- bounds: Cohen's d [{t.low_d:+g}, {t.high_d:+g}] = raw [{_fmt(t.low)}, {_fmt(t.high)}] "
-              f"(pooled SD {_fmt(t.sd_pooled)}); standard error: {'Welch' if t.usevar == 'unequal' else 'pooled'}",
-              f"- observed difference {_fmt(t.diff)} (Cohen's d {_fmt(t.cohens_d)})",
-              f"- lower test (H0: diff <= {_fmt(t.low)}): t({t.df:.1f}) = {_fmt(t.t_low)}, p = {t.p_low:.4g}",
-              f"- upper test (H0: diff >= {_fmt(t.high)}): t({t.df:.1f}) = {_fmt(t.t_high)}, p = {t.p_high:.4g}",
-              f"- {ci_pct}% CI of the difference: [{_fmt(t.ci[0])}, {_fmt(t.ci[1])}]",
-              f"- TOST p = {t.p:.4g}, alpha = {t.alpha:g}: **{'equivalent' if t.equivalent else 'not equivalent'}**",
-              "", "## Power analysis", "",
-              f"- achieved power of this TOST (true d = 0, bounds +/-{p.bound_d:g}, alpha {p.alpha:g}): "
-              f"{p.achieved_tost_power:.3f}",
-              f"- ratings per model needed for {p.target_power:.0%} TOST power: {p.ratings_per_model_needed}; "
-              f"at {p.ratings_per_model_per_participant:.1f} ratings per model per participant that is "
-              f"**{p.participants_needed} participants**",
-              f"- ratings per model needed for a t test to detect d = {p.bound_d:g} with {p.target_power:.0%} power: "
-              f"{p.ttest_ratings_per_model_for_bound}",
-              f"- smallest equivalence bound establishable with {p.target_power:.0%} power at this n: "
-              f"d = +/-{p.min_bound_d_at_target_power:.3f}", ""]
+        lines.append(
+            f"| {g.model} | {g.n} | {g.participants} | {_fmt(g.mean)} | {_fmt(g.sd)} | "
+            + " | ".join(str(c) for c in g.counts)
+            + " |"
+        )
+    lines += [
+        "",
+        "## Welch's t test (victim - surrogate)",
+        "",
+        f"difference = {_fmt(w.diff)}, t({w.df:.1f}) = {_fmt(w.t)}, p = {w.p:.4g}, "
+        f"95% CI [{_fmt(w.ci[0])}, {_fmt(w.ci[1])}]",
+        "",
+        "## TOST equivalence test",
+        "",
+        f"- bounds: Cohen's d [{t.low_d:+g}, {t.high_d:+g}] = raw [{_fmt(t.low)}, {_fmt(t.high)}] "
+        f"(pooled SD {_fmt(t.sd_pooled)}); standard error: {'Welch' if t.usevar == 'unequal' else 'pooled'}",
+        f"- observed difference {_fmt(t.diff)} (Cohen's d {_fmt(t.cohens_d)})",
+        f"- lower test (H0: diff <= {_fmt(t.low)}): t({t.df:.1f}) = {_fmt(t.t_low)}, p = {t.p_low:.4g}",
+        f"- upper test (H0: diff >= {_fmt(t.high)}): t({t.df:.1f}) = {_fmt(t.t_high)}, p = {t.p_high:.4g}",
+        f"- {ci_pct}% CI of the difference: [{_fmt(t.ci[0])}, {_fmt(t.ci[1])}]",
+        f"- TOST p = {t.p:.4g}, alpha = {t.alpha:g}: **{'equivalent' if t.equivalent else 'not equivalent'}**",
+        "",
+        "## Power analysis",
+        "",
+        f"- achieved power of this TOST (true d = 0, bounds +/-{p.bound_d:g}, alpha {p.alpha:g}): "
+        f"{p.achieved_tost_power:.3f}",
+        f"- ratings per model needed for {p.target_power:.0%} TOST power: {p.ratings_per_model_needed}; "
+        f"at {p.ratings_per_model_per_participant:.1f} ratings per model per participant that is "
+        f"**{p.participants_needed} participants**",
+        f"- ratings per model needed for a t test to detect d = {p.bound_d:g} with {p.target_power:.0%} power: "
+        f"{p.ttest_ratings_per_model_for_bound}",
+        f"- smallest equivalence bound establishable with {p.target_power:.0%} power at this n: "
+        f"d = +/-{p.min_bound_d_at_target_power:.3f}",
+        "",
+    ]
     pl = an.participant_level
     if "mean_diff" in pl:
-        lines += ["## Participant-level check", "",
-                  f"{pl['participants']} participants rated both models; mean of their (victim - surrogate) "
-                  f"differences {_fmt(pl['mean_diff'])}, {ci_pct}% CI [{_fmt(pl['ci'][0])}, {_fmt(pl['ci'][1])}]; "
-                  f"paired TOST against the same raw bounds: p_low = {pl['p_low']:.4g}, p_high = {pl['p_high']:.4g} "
-                  f"-> {'equivalent' if pl['equivalent'] else 'not equivalent'}. This check treats the participant, "
-                  "not the rating, as the unit.", ""]
+        lines += [
+            "## Participant-level check",
+            "",
+            f"{pl['participants']} participants rated both models; mean of their (victim - surrogate) "
+            f"differences {_fmt(pl['mean_diff'])}, {ci_pct}% CI [{_fmt(pl['ci'][0])}, {_fmt(pl['ci'][1])}]; "
+            f"paired TOST against the same raw bounds: p_low = {pl['p_low']:.4g}, p_high = {pl['p_high']:.4g} "
+            f"-> {'equivalent' if pl['equivalent'] else 'not equivalent'}. This check treats the participant, "
+            "not the rating, as the unit.",
+            "",
+        ]
     a = an.attention
-    lines += ["## Attention checks and exclusions", "",
-              f"- attention checks answered: {a['checks']}, passed: {a['passed']}; "
-              f"participants who failed at least one: {a['participants_failed']} of {a['participants_checked']} checked",
-              "- " + ", ".join(f"{k}: {v}" for k, v in an.exclusions.items()), ""]
+    lines += [
+        "## Attention checks and exclusions",
+        "",
+        f"- attention checks answered: {a['checks']}, passed: {a['passed']}; "
+        f"participants who failed at least one: {a['participants_failed']} of {a['participants_checked']} checked",
+        "- " + ", ".join(f"{k}: {v}" for k, v in an.exclusions.items()),
+        "",
+    ]
     for n in an.notes:
         lines += [f"> {n}", ""]
     lines += ["## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()] + [""]
@@ -287,10 +380,10 @@ def render_html(an: StudyAnalysis, plots: dict[str, str]) -> str:
     """A standalone HTML page of the same report (Jinja2, autoescaped)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-                             autoescape=True)
-    return env.get_template("analysis.html").render(an=an, plots=plots, fmt=_fmt,
-                                                    ci_pct=round(100 * (1 - 2 * an.tost.alpha)))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")), autoescape=True)
+    return env.get_template("analysis.html").render(
+        an=an, plots=plots, fmt=_fmt, ci_pct=round(100 * (1 - 2 * an.tost.alpha))
+    )
 
 
 def _json_safe(x):
@@ -313,8 +406,12 @@ def write_report(an: StudyAnalysis, out_dir: str | Path) -> dict[str, Path]:
     plots = {"score distributions": "scores.png", "per-image means": "per_image.png"}
     plot_distributions(an, out / plots["score distributions"])
     plot_per_image(an, out / plots["per-image means"])
-    paths = {"markdown": out / "analysis.md", "html": out / "analysis.html", "json": out / "analysis.json",
-             "per_image": out / "per_image.csv"}
+    paths = {
+        "markdown": out / "analysis.md",
+        "html": out / "analysis.html",
+        "json": out / "analysis.json",
+        "per_image": out / "per_image.csv",
+    }
     paths["markdown"].write_text(render_markdown(an, plots))
     paths["html"].write_text(render_html(an, plots))
     paths["json"].write_text(json.dumps(_json_safe(an.as_dict()), indent=2, allow_nan=False) + "\n")

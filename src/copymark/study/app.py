@@ -58,17 +58,23 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def message(request: Request, status: int, heading: str, text: str, link: str | None = None,
-                link_text: str = "Continue") -> HTMLResponse:
+    def message(
+        request: Request, status: int, heading: str, text: str, link: str | None = None, link_text: str = "Continue"
+    ) -> HTMLResponse:
         return page(request, "message.html", status=status, heading=heading, text=text, link=link, link_text=link_text)
 
     def current(request: Request) -> Participant | None:
         return store.participant_by_token(request.cookies.get(COOKIE))
 
     def no_session(request: Request) -> HTMLResponse:
-        return message(request, 401, "No session",
-                       "We could not find your session (cookies may be blocked or expired). "
-                       "Please start from the beginning.", "/", "Go to the start page")
+        return message(
+            request,
+            401,
+            "No session",
+            "We could not find your session (cookies may be blocked or expired). Please start from the beginning.",
+            "/",
+            "Go to the start page",
+        )
 
     @app.get("/", response_class=HTMLResponse)
     def consent(request: Request, pid: str | None = None):
@@ -76,8 +82,12 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         if p is not None:
             return RedirectResponse("/done" if p.completed_at else "/rate", status_code=303)
         if pid is not None and not _PID_RE.match(pid):
-            return message(request, 400, "Invalid participant id",
-                           "The participant id in the link may contain only letters, digits, '.', '_' and '-'.")
+            return message(
+                request,
+                400,
+                "Invalid participant id",
+                "The participant id in the link may contain only letters, digits, '.', '_' and '-'.",
+            )
         return page(request, "consent.html", pid=pid, n_items=cfg.per_participant + cfg.attention_checks)
 
     @app.post("/consent")
@@ -86,17 +96,26 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         if p is not None:
             return RedirectResponse("/done" if p.completed_at else "/instructions", status_code=303)
         if agree != "yes":
-            return message(request, 400, "Consent needed",
-                           "You can take part only after ticking the consent box. You may also simply close this page.",
-                           "/", "Back to the consent page")
+            return message(
+                request,
+                400,
+                "Consent needed",
+                "You can take part only after ticking the consent box. You may also simply close this page.",
+                "/",
+                "Back to the consent page",
+            )
         if pid is not None and pid != "" and not _PID_RE.match(pid):
             return message(request, 400, "Invalid participant id", "The participant id has invalid characters.")
         try:
             token, _ = store.create_participant(pid or None)
         except DataError:
-            return message(request, 409, "Already taking part",
-                           "This participant id has already started the study; each person takes part once. "
-                           "Please continue in the browser where you started.")
+            return message(
+                request,
+                409,
+                "Already taking part",
+                "This participant id has already started the study; each person takes part once. "
+                "Please continue in the browser where you started.",
+            )
         resp = RedirectResponse("/instructions", status_code=303)
         resp.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=secure_cookie, max_age=7 * 24 * 3600)
         return resp
@@ -106,8 +125,7 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         p = current(request)
         if p is None:
             return no_session(request)
-        return page(request, "instructions.html", examples=cfg.examples, total=len(p.plan),
-                    started=bool(p.answered))
+        return page(request, "instructions.html", examples=cfg.examples, total=len(p.plan), started=bool(p.answered))
 
     @app.get("/rate", response_class=HTMLResponse)
     def rate_page(request: Request):
@@ -118,33 +136,59 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         if pos is None:
             return RedirectResponse("/done", status_code=303)
         it = p.plan[pos]
-        return page(request, "rate.html", item=it, number=pos + 1, total=len(p.plan), answered=len(p.answered),
-                    nonce=store.nonce(p.id, pos, it.item_id), original=originals.get(it.item_id),
-                    expected=attention.get(it.item_id))
+        return page(
+            request,
+            "rate.html",
+            item=it,
+            number=pos + 1,
+            total=len(p.plan),
+            answered=len(p.answered),
+            nonce=store.nonce(p.id, pos, it.item_id),
+            original=originals.get(it.item_id),
+            expected=attention.get(it.item_id),
+        )
 
     @app.post("/rate")
-    def rate_submit(request: Request, position: str | None = Form(None), item_id: str | None = Form(None),
-                    nonce: str | None = Form(None), score: str | None = Form(None)):
+    def rate_submit(
+        request: Request,
+        position: str | None = Form(None),
+        item_id: str | None = Form(None),
+        nonce: str | None = Form(None),
+        score: str | None = Form(None),
+    ):
         p = current(request)
         if p is None:
             return no_session(request)
         if item_id is None or item_id not in files:
-            return message(request, 404, "Unknown image", f"There is no image with id {item_id!r} in this study.",
-                           "/rate")
+            return message(
+                request, 404, "Unknown image", f"There is no image with id {item_id!r} in this study.", "/rate"
+            )
         try:
             pos = int(position or "")
         except ValueError:
             return message(request, 422, "Invalid form", "The form was incomplete (no position).", "/rate")
         if score is None or score == "":
-            return message(request, 422, "Please choose a score",
-                           "Please choose one of the five options before continuing.", "/rate", "Back to the image")
+            return message(
+                request,
+                422,
+                "Please choose a score",
+                "Please choose one of the five options before continuing.",
+                "/rate",
+                "Back to the image",
+            )
         try:
             s = int(score)
         except ValueError:
             s = 0
         if not 1 <= s <= 5:
-            return message(request, 422, "Invalid score", f"The score must be a whole number from 1 to 5, got {score!r}.",
-                           "/rate", "Back to the image")
+            return message(
+                request,
+                422,
+                "Invalid score",
+                f"The score must be a whole number from 1 to 5, got {score!r}.",
+                "/rate",
+                "Back to the image",
+            )
         outcome = store.record_answer(p.id, pos, item_id, nonce or "", s)
         match outcome:
             case "recorded":
@@ -152,18 +196,33 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
             case "completed":
                 return RedirectResponse("/done", status_code=303)
             case "duplicate":
-                return message(request, 409, "Already recorded",
-                               "Your answer for this image was already saved; it was not counted again.", "/rate")
+                return message(
+                    request,
+                    409,
+                    "Already recorded",
+                    "Your answer for this image was already saved; it was not counted again.",
+                    "/rate",
+                )
             case "finished":
                 return message(request, 409, "Study complete", "You have already finished the study.", "/done")
             case "out_of_order":
-                return message(request, 409, "Not this image yet",
-                               "This answer does not belong to the current image and was not saved.", "/rate")
+                return message(
+                    request,
+                    409,
+                    "Not this image yet",
+                    "This answer does not belong to the current image and was not saved.",
+                    "/rate",
+                )
             case "wrong_item":
                 return message(request, 404, "Unknown image", "This image is not part of your sequence.", "/rate")
             case _:
-                return message(request, 403, "Invalid page token",
-                               "This form was not issued to your session; the answer was not saved.", "/rate")
+                return message(
+                    request,
+                    403,
+                    "Invalid page token",
+                    "This form was not issued to your session; the answer was not saved.",
+                    "/rate",
+                )
 
     @app.get("/done", response_class=HTMLResponse)
     def done(request: Request):
@@ -189,8 +248,12 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
         return user_ok and pass_ok
 
     def unauthorized() -> Response:
-        return Response("admin password required (user 'admin')", status_code=401, media_type="text/plain",
-                        headers={"WWW-Authenticate": 'Basic realm="copymark study admin"'})
+        return Response(
+            "admin password required (user 'admin')",
+            status_code=401,
+            media_type="text/plain",
+            headers={"WWW-Authenticate": 'Basic realm="copymark study admin"'},
+        )
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin(request: Request, creds: HTTPBasicCredentials | None = Depends(basic)):
@@ -202,13 +265,14 @@ def create_app(study_dir: str | Path, admin_password: str, *, secure_cookie: boo
     def export(creds: HTTPBasicCredentials | None = Depends(basic)):
         if not admin_ok(creds):
             return unauthorized()
-        return Response(rows_to_csv(store.rows()), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="ratings.csv"',
-                                 "Cache-Control": "no-store"})
+        return Response(
+            rows_to_csv(store.rows()),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="ratings.csv"', "Cache-Control": "no-store"},
+        )
 
     @app.get("/healthz")
     def healthz():
         return {"ok": True}
 
     return app
-

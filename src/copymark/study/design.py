@@ -18,7 +18,7 @@ seeded sample of distinct inputs, shows half through the victim and half through
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -99,12 +99,15 @@ class PlanItem(StrictModel):
 
 def _check_design(n_inputs: int, per_participant: int) -> None:
     if per_participant < 2 or per_participant % 2:
-        raise ConfigError(f"--per-participant {per_participant}: must be an even number >= 2 "
-                          "(half victim, half surrogate)")
+        raise ConfigError(
+            f"--per-participant {per_participant}: must be an even number >= 2 (half victim, half surrogate)"
+        )
     if per_participant > n_inputs:
-        raise ConfigError(f"--per-participant {per_participant} needs at least that many distinct inputs, "
-                          f"but only {n_inputs} paired outputs were found",
-                          hint="lower --per-participant or add images; one input is never shown twice")
+        raise ConfigError(
+            f"--per-participant {per_participant} needs at least that many distinct inputs, "
+            f"but only {n_inputs} paired outputs were found",
+            hint="lower --per-participant or add images; one input is never shown twice",
+        )
 
 
 def _pair_by_stem(folder: Path, what: str) -> dict[str, Path]:
@@ -115,8 +118,10 @@ def _pair_by_stem(folder: Path, what: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for p in list_images(folder):
         if p.stem in found:
-            raise DataError(f"{what} folder {folder} has two images with stem '{p.stem}': {found[p.stem].name}, {p.name}",
-                            hint="outputs are paired by file name without extension; rename one")
+            raise DataError(
+                f"{what} folder {folder} has two images with stem '{p.stem}': {found[p.stem].name}, {p.name}",
+                hint="outputs are paired by file name without extension; rename one",
+            )
         found[p.stem] = p
     if not found:
         raise DataError(f"{what} folder {folder} contains no images (png, jpg, ...)")
@@ -137,34 +142,52 @@ def _import_image(src: Path, images_dir: Path, used: set[str]) -> ImageRef:
     return ImageRef(item_id=item_id, file=f"{IMAGES_DIR}/{name}", source=str(src))
 
 
-def create_study(victim_dir: str | Path, surrogate_dir: str | Path, style_examples: str | Path, out: str | Path, *,
-                 per_participant: int = 20, seed: int = 0, attention_checks: int = 0,
-                 input_dir: str | Path | None = None, title: str = "Image style study",
-                 question: str = DEFAULT_QUESTION, scale_labels: list[str] | None = None) -> StudyConfig:
+def create_study(
+    victim_dir: str | Path,
+    surrogate_dir: str | Path,
+    style_examples: str | Path,
+    out: str | Path,
+    *,
+    per_participant: int = 20,
+    seed: int = 0,
+    attention_checks: int = 0,
+    input_dir: str | Path | None = None,
+    title: str = "Image style study",
+    question: str = DEFAULT_QUESTION,
+    scale_labels: list[str] | None = None,
+) -> StudyConfig:
     """Build a study folder at ``out`` (must not exist or be empty); returns its config."""
     from copymark.files import atomic_write_json
     from copymark.images import list_images
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise DataError(f"study folder {out} already exists and is not empty",
-                        hint="choose a new --out folder; an existing study's answers are never overwritten")
+        raise DataError(
+            f"study folder {out} already exists and is not empty",
+            hint="choose a new --out folder; an existing study's answers are never overwritten",
+        )
     victims = _pair_by_stem(Path(victim_dir), "victim")
     surrogates = _pair_by_stem(Path(surrogate_dir), "surrogate")
     only_v, only_s = sorted(set(victims) - set(surrogates)), sorted(set(surrogates) - set(victims))
     if only_v or only_s:
-        raise DataError(f"victim and surrogate outputs do not pair up by file stem: only victim: {only_v[:5]}"
-                        f"{'...' if len(only_v) > 5 else ''}; only surrogate: {only_s[:5]}{'...' if len(only_s) > 5 else ''}",
-                        hint="both folders must hold one output per input, with the same file names")
+        raise DataError(
+            f"victim and surrogate outputs do not pair up by file stem: only victim: {only_v[:5]}"
+            f"{'...' if len(only_v) > 5 else ''}; only surrogate: {only_s[:5]}{'...' if len(only_s) > 5 else ''}",
+            hint="both folders must hold one output per input, with the same file names",
+        )
     originals = _pair_by_stem(Path(input_dir), "input") if input_dir is not None else {}
     missing = sorted(set(victims) - set(originals)) if input_dir is not None else []
     if missing:
-        raise DataError(f"input folder {input_dir} lacks the originals of {missing[:5]}",
-                        hint="--input-dir must hold each input image under the same file stem")
+        raise DataError(
+            f"input folder {input_dir} lacks the originals of {missing[:5]}",
+            hint="--input-dir must hold each input image under the same file stem",
+        )
     examples = list_images(style_examples) if Path(style_examples).is_dir() else None
     if not examples:
-        raise DataError(f"style examples folder {style_examples} is missing or has no images",
-                        hint="--style-examples: a few images in the target style, shown in the instructions")
+        raise DataError(
+            f"style examples folder {style_examples} is missing or has no images",
+            hint="--style-examples: a few images in the target style, shown in the instructions",
+        )
     _check_design(len(victims), per_participant)
     if attention_checks > per_participant:
         raise ConfigError(f"--attention-checks {attention_checks} exceeds --per-participant {per_participant}")
@@ -174,9 +197,14 @@ def create_study(victim_dir: str | Path, surrogate_dir: str | Path, style_exampl
     used: set[str] = set()
     inputs = []
     for stem in sorted(victims):
-        inputs.append(InputItem(input_id=stem, victim=_import_image(victims[stem], images_dir, used),
-                                surrogate=_import_image(surrogates[stem], images_dir, used),
-                                original=_import_image(originals[stem], images_dir, used) if originals else None))
+        inputs.append(
+            InputItem(
+                input_id=stem,
+                victim=_import_image(victims[stem], images_dir, used),
+                surrogate=_import_image(surrogates[stem], images_dir, used),
+                original=_import_image(originals[stem], images_dir, used) if originals else None,
+            )
+        )
     ex_refs = [_import_image(p, images_dir, used) for p in examples]
     rng = np.random.default_rng([seed, 7])
     attention = []
@@ -184,10 +212,18 @@ def create_study(victim_dir: str | Path, surrogate_dir: str | Path, style_exampl
         # one check image per style example (a second, independent copy with its own id)
         for p in examples:
             attention.append(AttentionItem(image=_import_image(p, images_dir, used), expected=int(rng.integers(1, 6))))
-    cfg = StudyConfig(title=title, question=question, scale_labels=scale_labels or list(DEFAULT_LABELS), seed=seed,
-                      per_participant=per_participant, attention_checks=attention_checks,
-                      created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), inputs=inputs,
-                      examples=ex_refs, attention=attention)
+    cfg = StudyConfig(
+        title=title,
+        question=question,
+        scale_labels=scale_labels or list(DEFAULT_LABELS),
+        seed=seed,
+        per_participant=per_participant,
+        attention_checks=attention_checks,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        inputs=inputs,
+        examples=ex_refs,
+        attention=attention,
+    )
     atomic_write_json(out / STUDY_FILE, cfg.model_dump(mode="json"))
     return cfg
 
@@ -220,7 +256,9 @@ def participant_plan(cfg: StudyConfig, index: int) -> list[PlanItem]:
         ref = inp.victim if model == "victim" else inp.surrogate
         items.append(dict(item_id=ref.item_id, model=str(model), input_id=inp.input_id))
     if cfg.attention_checks and cfg.attention:
-        picks = rng.choice(len(cfg.attention), size=cfg.attention_checks, replace=cfg.attention_checks > len(cfg.attention))
+        picks = rng.choice(
+            len(cfg.attention), size=cfg.attention_checks, replace=cfg.attention_checks > len(cfg.attention)
+        )
         for a in picks:
             att = cfg.attention[int(a)]
             pos = int(rng.integers(1, len(items) + 1))

@@ -23,10 +23,20 @@ from copymark.errors import ConfigError
 from copymark.study.store import rows_to_csv
 
 
-def simulate_ratings(participants: int = 125, effect_d: float = 0.0, *, per_participant: int = 20,
-                     n_inputs: int | None = None, seed: int = 0, mean: float = 3.1, sd: float = 1.5,
-                     sd_participant: float = 0.5, sd_input: float = 0.5, attention_checks: int = 0,
-                     attentive: float = 0.95) -> list[dict]:
+def simulate_ratings(
+    participants: int = 125,
+    effect_d: float = 0.0,
+    *,
+    per_participant: int = 20,
+    n_inputs: int | None = None,
+    seed: int = 0,
+    mean: float = 3.1,
+    sd: float = 1.5,
+    sd_participant: float = 0.5,
+    sd_input: float = 0.5,
+    attention_checks: int = 0,
+    attentive: float = 0.95,
+) -> list[dict]:
     """Simulated answers in the export schema (see module docstring)."""
     if participants < 1:
         raise ConfigError(f"--participants {participants} must be >= 1")
@@ -53,14 +63,28 @@ def simulate_ratings(participants: int = 125, effect_d: float = 0.0, *, per_part
         for idx, m in zip(chosen, models):
             y = mean + u + input_eff[idx] - (effect_d * sd if m == "surrogate" else 0.0) + rng.normal(0.0, resid)
             score = int(np.clip(np.rint(y), 1, 5))
-            items.append({"item_id": f"{m[0]}-{names[idx]}", "input_id": names[idx], "model": str(m), "score": score,
-                          "expected_score": ""})
+            items.append(
+                {
+                    "item_id": f"{m[0]}-{names[idx]}",
+                    "input_id": names[idx],
+                    "model": str(m),
+                    "score": score,
+                    "expected_score": "",
+                }
+            )
         for _ in range(attention_checks):
             exp = int(rng.integers(1, 6))
             ans = exp if rng.random() < attentive else int(rng.integers(1, 6))
-            items.insert(int(rng.integers(1, len(items) + 1)),
-                         {"item_id": f"attention-{exp}", "input_id": "", "model": "attention", "score": ans,
-                          "expected_score": exp})
+            items.insert(
+                int(rng.integers(1, len(items) + 1)),
+                {
+                    "item_id": f"attention-{exp}",
+                    "input_id": "",
+                    "model": "attention",
+                    "score": ans,
+                    "expected_score": exp,
+                },
+            )
         for pos, it in enumerate(items):
             rows.append({"participant": pid, "position": pos, **it, "answered_at": "", "completed": 1})
     return rows

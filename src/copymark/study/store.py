@@ -17,17 +17,27 @@ import io
 import json
 import secrets
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from copymark.errors import DataError
 from copymark.study.design import DB_FILE, PlanItem, StudyConfig, participant_plan
 
-CSV_FIELDS = ["participant", "position", "item_id", "input_id", "model", "score", "expected_score", "answered_at",
-              "completed"]
+CSV_FIELDS = [
+    "participant",
+    "position",
+    "item_id",
+    "input_id",
+    "model",
+    "score",
+    "expected_score",
+    "answered_at",
+    "completed",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,7 +68,7 @@ Outcome = Literal["recorded", "completed", "duplicate", "out_of_order", "wrong_i
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def hash_token(token: str) -> str:
@@ -129,15 +139,18 @@ class StudyStore:
         """
         token = secrets.token_urlsafe(32)
         with self._tx() as db:
-            if external_id is not None and db.execute("SELECT 1 FROM participants WHERE external_id=?",
-                                                      (external_id,)).fetchone():
+            if (
+                external_id is not None
+                and db.execute("SELECT 1 FROM participants WHERE external_id=?", (external_id,)).fetchone()
+            ):
                 raise DataError(f"participant id {external_id!r} has already started this study")
-            cur = db.execute("INSERT INTO participants(token_hash, external_id, plan, created_at) VALUES (?,?,?,?)",
-                             (hash_token(token), external_id, "[]", _now()))
+            cur = db.execute(
+                "INSERT INTO participants(token_hash, external_id, plan, created_at) VALUES (?,?,?,?)",
+                (hash_token(token), external_id, "[]", _now()),
+            )
             pid = int(cur.lastrowid)
             plan = participant_plan(self.cfg, pid - 1)
-            db.execute("UPDATE participants SET plan=? WHERE id=?",
-                       (json.dumps([p.model_dump() for p in plan]), pid))
+            db.execute("UPDATE participants SET plan=? WHERE id=?", (json.dumps([p.model_dump() for p in plan]), pid))
         return token, pid
 
     def participant_by_token(self, token: str | None) -> Participant | None:
@@ -145,8 +158,10 @@ class StudyStore:
             return None
         db = self._connect()
         try:
-            row = db.execute("SELECT id, plan, completed_at, completion_code FROM participants WHERE token_hash=?",
-                             (hash_token(token),)).fetchone()
+            row = db.execute(
+                "SELECT id, plan, completed_at, completion_code FROM participants WHERE token_hash=?",
+                (hash_token(token),),
+            ).fetchone()
             if row is None:
                 return None
             answered = {r[0] for r in db.execute("SELECT position FROM responses WHERE participant_id=?", (row[0],))}
@@ -175,8 +190,9 @@ class StudyStore:
             plan = [PlanItem(**p) for p in json.loads(row[0])]
             if position < 0 or position >= len(plan) or plan[position].item_id != item_id:
                 return "wrong_item"
-            answered = {r[0] for r in db.execute("SELECT position FROM responses WHERE participant_id=?",
-                                                 (participant_id,))}
+            answered = {
+                r[0] for r in db.execute("SELECT position FROM responses WHERE participant_id=?", (participant_id,))
+            }
             if position in answered:
                 return "duplicate"
             if row[1] is not None:
@@ -185,13 +201,17 @@ class StudyStore:
             if position != nxt:
                 return "out_of_order"
             it = plan[position]
-            db.execute("INSERT INTO responses(participant_id, position, item_id, model, input_id, expected, score, "
-                       "answered_at) VALUES (?,?,?,?,?,?,?,?)",
-                       (participant_id, position, item_id, it.model, it.input_id, it.expected, int(score), _now()))
+            db.execute(
+                "INSERT INTO responses(participant_id, position, item_id, model, input_id, expected, score, "
+                "answered_at) VALUES (?,?,?,?,?,?,?,?)",
+                (participant_id, position, item_id, it.model, it.input_id, it.expected, int(score), _now()),
+            )
             if len(answered) + 1 == len(plan):
                 code = secrets.token_hex(4).upper()
-                db.execute("UPDATE participants SET completed_at=?, completion_code=? WHERE id=?",
-                           (_now(), code, participant_id))
+                db.execute(
+                    "UPDATE participants SET completed_at=?, completion_code=? WHERE id=?",
+                    (_now(), code, participant_id),
+                )
                 return "completed"
         return "recorded"
 
@@ -202,13 +222,22 @@ class StudyStore:
         try:
             started = db.execute("SELECT COUNT(*) FROM participants").fetchone()[0]
             completed = db.execute("SELECT COUNT(*) FROM participants WHERE completed_at IS NOT NULL").fetchone()[0]
-            per_model = {m: {"n": n, "mean": mean} for m, n, mean in
-                         db.execute("SELECT model, COUNT(*), AVG(score) FROM responses GROUP BY model ORDER BY model")}
+            per_model = {
+                m: {"n": n, "mean": mean}
+                for m, n, mean in db.execute(
+                    "SELECT model, COUNT(*), AVG(score) FROM responses GROUP BY model ORDER BY model"
+                )
+            }
             att = db.execute("SELECT COUNT(*), SUM(score = expected) FROM responses WHERE model='attention'").fetchone()
         finally:
             db.close()
-        return {"participants_started": started, "participants_completed": completed, "per_model": per_model,
-                "attention_checks": att[0], "attention_passed": att[1] or 0}
+        return {
+            "participants_started": started,
+            "participants_completed": completed,
+            "per_model": per_model,
+            "attention_checks": att[0],
+            "attention_passed": att[1] or 0,
+        }
 
     def rows(self) -> list[dict]:
         """All answers in the export schema (:data:`CSV_FIELDS`), ordered by participant and position."""
@@ -217,7 +246,8 @@ class StudyStore:
             cur = db.execute(
                 "SELECT r.participant_id, r.position, r.item_id, r.input_id, r.model, r.score, r.expected, "
                 "r.answered_at, p.completed_at IS NOT NULL FROM responses r JOIN participants p ON p.id = r.participant_id "
-                "ORDER BY r.participant_id, r.position")
+                "ORDER BY r.participant_id, r.position"
+            )
             out = [dict(zip(CSV_FIELDS, r)) for r in cur]
         finally:
             db.close()
@@ -247,7 +277,9 @@ def read_csv(path: str | Path) -> list[dict]:
         reader = csv.DictReader(f)
         missing = [c for c in ("participant", "item_id", "model", "score") if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"{p}: missing column(s) {missing}", hint=f"expected the export schema: {','.join(CSV_FIELDS)}")
+            raise DataError(
+                f"{p}: missing column(s) {missing}", hint=f"expected the export schema: {','.join(CSV_FIELDS)}"
+            )
         rows = []
         for line, r in enumerate(reader, start=2):
             try:
@@ -259,8 +291,17 @@ def read_csv(path: str | Path) -> list[dict]:
             if r["model"] not in ("victim", "surrogate", "attention"):
                 raise DataError(f"{p}:{line}: model {r['model']!r} is not victim, surrogate or attention")
             exp = (r.get("expected_score") or "").strip()
-            rows.append({"participant": r["participant"], "position": int(r.get("position") or 0),
-                         "item_id": r["item_id"], "input_id": r.get("input_id") or "", "model": r["model"],
-                         "score": score, "expected_score": int(exp) if exp else "",
-                         "answered_at": r.get("answered_at") or "", "completed": int(r.get("completed") or 1)})
+            rows.append(
+                {
+                    "participant": r["participant"],
+                    "position": int(r.get("position") or 0),
+                    "item_id": r["item_id"],
+                    "input_id": r.get("input_id") or "",
+                    "model": r["model"],
+                    "score": score,
+                    "expected_score": int(exp) if exp else "",
+                    "answered_at": r.get("answered_at") or "",
+                    "completed": int(r.get("completed") or 1),
+                }
+            )
     return rows

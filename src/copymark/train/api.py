@@ -32,7 +32,7 @@ A run folder holds ``config.json`` (procedure + loop + data config), ``env.json`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 from torch.utils.data import Dataset
@@ -40,7 +40,15 @@ from torch.utils.data import Dataset
 from copymark.config import StrictModel, format_validation_error
 from copymark.errors import ConfigError, DataError
 from copymark.train.cyclegan import CycleGAN, CycleGANConfig
-from copymark.train.loop import LoopConfig, Procedure, TrainResult, resolve_device, seed_everything, setup_distributed, train_loop
+from copymark.train.loop import (
+    LoopConfig,
+    Procedure,
+    TrainResult,
+    resolve_device,
+    seed_everything,
+    setup_distributed,
+    train_loop,
+)
 from copymark.train.pix2pix import Pix2Pix, Pix2PixConfig
 from copymark.train.sr import SRGANProcedure, SRGANTrainConfig, SRResNetProcedure, SRResNetTrainConfig
 from copymark.train.ugatit import UGATIT, UGATITConfig
@@ -48,7 +56,7 @@ from copymark.train.ugatit import UGATIT, UGATITConfig
 ProcedureKind = Literal["pix2pix", "cyclegan", "ugatit", "srresnet", "srgan"]
 PROCEDURE_KINDS: tuple[str, ...] = ("pix2pix", "cyclegan", "ugatit", "srresnet", "srgan")
 ProcedureConfig = Annotated[
-    Union[Pix2PixConfig, CycleGANConfig, UGATITConfig, SRResNetTrainConfig, SRGANTrainConfig],
+    Pix2PixConfig | CycleGANConfig | UGATITConfig | SRResNetTrainConfig | SRGANTrainConfig,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ProcedureConfig)
@@ -87,7 +95,9 @@ def procedure_config(kind: str, overrides: dict[str, Any] | None = None, where: 
     try:
         return _ADAPTER.validate_python(_deep_merge(defaults, overrides))
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, where), hint=f"keys of {kind}: {', '.join(sorted(defaults))}") from None
+        raise ConfigError(
+            format_validation_error(err, where), hint=f"keys of {kind}: {', '.join(sorted(defaults))}"
+        ) from None
 
 
 def build_procedure(config: Any, iters: int) -> Procedure:
@@ -124,7 +134,9 @@ def _pick_pair(root: Path, names: list[tuple[str, str]], what: str) -> tuple[Pat
         if (root / a).is_dir() and (root / b).is_dir():
             return root / a, root / b
     tried = " or ".join(f"{a}/ + {b}/" for a, b in names)
-    raise DataError(f"{root}: no {what} folders found (looked for {tried})", hint="see `copymark train --help` for the data layouts")
+    raise DataError(
+        f"{root}: no {what} folders found (looked for {tried})", hint="see `copymark train --help` for the data layouts"
+    )
 
 
 def _check_sizes(files: list[Path], size: int, policy: str) -> None:
@@ -158,7 +170,9 @@ def build_dataset(kind: str, data: DataConfig, proc_config: Any, seed: int) -> D
 
     root = Path(data.dir)
     if not root.is_dir():
-        raise DataError(f"data folder not found: {root}", hint="pass --data DIR (see `copymark train --help` for layouts)")
+        raise DataError(
+            f"data folder not found: {root}", hint="pass --data DIR (see `copymark train --help` for layouts)"
+        )
     stride = generator_stride(proc_config)
     if data.size % stride:
         what = "the SR scale" if kind in ("srresnet", "srgan") else "the generator's stride"
@@ -183,7 +197,12 @@ def build_dataset(kind: str, data: DataConfig, proc_config: Any, seed: int) -> D
     lr = hr.parent / f"LR_x{scale}" if (hr.parent / f"LR_x{scale}").is_dir() and hr != root else None
     from copymark.data import image_size
 
-    small = [f"{f.name} ({h}x{w})" for f in image_files(hr, "HR folder") for h, w in [image_size(f)] if h < data.size or w < data.size]
+    small = [
+        f"{f.name} ({h}x{w})"
+        for f in image_files(hr, "HR folder")
+        for h, w in [image_size(f)]
+        if h < data.size or w < data.size
+    ]
     if small:
         raise DataError(
             f"{len(small)} HR image(s) in {hr} are smaller than the {data.size}x{data.size} training crop: {', '.join(small[:4])}",
@@ -250,7 +269,9 @@ def _leave_group(d: Any) -> None:
         dist.destroy_process_group()
 
 
-def resume(run_dir: str | Path, device: str | None = None, progress: bool | None = None, iters: int | None = None) -> TrainResult:
+def resume(
+    run_dir: str | Path, device: str | None = None, progress: bool | None = None, iters: int | None = None
+) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint (exactly)."""
     from copymark.runs import open_run, read_json
 

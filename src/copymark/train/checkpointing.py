@@ -28,7 +28,6 @@ readable with any JSON tool and is the project's one tensor format).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -39,15 +38,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from copymark.files import atomic_write_bytes, atomic_write_json, read_json
+from copymark.checkpoints import CHECKPOINTS, LATEST, META, NETS, find_export_folder, latest_checkpoint, read_meta
 from copymark.errors import WeightsError
+from copymark.files import atomic_write_bytes, atomic_write_json, read_json
 
-CHECKPOINTS = "checkpoints"
-LATEST = "LATEST"
-META = "meta.json"
+__all__ = ["find_export_folder", "latest_checkpoint", "read_meta"]  # the reading half lives in copymark.checkpoints
+
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
-NETS = "nets"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +164,9 @@ def write_checkpoint(
     tmp.mkdir()
     try:
         for net_name, (module, config) in nets.items():
-            save_net(tmp / NETS / net_name, module, config, {"iteration": iteration, **dict(meta.get("provenance", {}))})
+            save_net(
+                tmp / NETS / net_name, module, config, {"iteration": iteration, **dict(meta.get("provenance", {}))}
+            )
         write_state(tmp, state)
         atomic_write_json(tmp / META, {"iteration": iteration, **dict(meta)})
         final = root / name
@@ -189,41 +189,3 @@ def write_checkpoint(
             if p.name != name:
                 shutil.rmtree(p, ignore_errors=True)
     return root / name
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The folder ``checkpoints/LATEST`` names, or None when the run has no checkpoint yet."""
-    f = run_dir / CHECKPOINTS / LATEST
-    if not f.is_file():
-        return None
-    d = run_dir / CHECKPOINTS / f.read_text().strip()
-    if not (d / META).is_file():
-        raise WeightsError(f"{f} names {d.name}, which is missing or incomplete", hint="delete LATEST to start over")
-    return d
-
-
-def read_meta(checkpoint: Path) -> dict[str, Any]:
-    try:
-        return json.loads((checkpoint / META).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{checkpoint / META}: cannot read ({err})") from None
-
-
-def find_export_folder(path: Path) -> Path | None:
-    """The exported net's checkpoint folder of a run folder or of one training checkpoint."""
-    path = Path(path)
-    ckpt: Path | None
-    if (path / META).is_file():
-        ckpt = path
-    elif (path / CHECKPOINTS / LATEST).is_file():
-        ckpt = latest_checkpoint(path)
-    elif (path / LATEST).is_file():  # the checkpoints/ folder itself
-        ckpt = latest_checkpoint(path.parent)
-    else:
-        return None
-    assert ckpt is not None
-    export = read_meta(ckpt).get("export")
-    if not export:
-        return None
-    folder = ckpt / NETS / str(export)
-    return folder if (folder / "model.safetensors").is_file() else None

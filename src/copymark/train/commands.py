@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,17 +43,21 @@ class Policy(str, Enum):
 
 def train_command(
     kind: Kind = typer.Argument(..., help="procedure"),
-    data: Optional[Path] = typer.Option(None, "--data", help="data folder (layouts above); not needed with --resume"),
-    from_store: Optional[Path] = typer.Option(
-        None, "--from-store", help="train on the (query, answer) pairs of a `copymark extract` query store instead of --data"
+    data: Path | None = typer.Option(None, "--data", help="data folder (layouts above); not needed with --resume"),
+    from_store: Path | None = typer.Option(
+        None,
+        "--from-store",
+        help="train on the (query, answer) pairs of a `copymark extract` query store instead of --data",
     ),
-    victim_id: Optional[str] = typer.Option(None, "--victim-id", help="with --from-store: whose answers (needed when the store holds several victims)"),
+    victim_id: str | None = typer.Option(
+        None, "--victim-id", help="with --from-store: whose answers (needed when the store holds several victims)"
+    ),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
     size: int = typer.Option(256, "--size", help="training image side (SR: HR crop side)"),
     batch_size: int = typer.Option(1, "--batch-size", help="batch per process"),
-    iters: Optional[int] = typer.Option(None, "--iters", help="optimisation steps [default 1000]"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (default: the procedure's)"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N [default cpu]"),
+    iters: int | None = typer.Option(None, "--iters", help="optimisation steps [default 1000]"),
+    lr: float | None = typer.Option(None, "--lr", help="learning rate (default: the procedure's)"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N [default cpu]"),
     amp: Amp = typer.Option(Amp.off, "--amp", help="mixed precision (CUDA: bf16 or fp16)"),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC on CUDA"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the nets"),
@@ -64,21 +67,32 @@ def train_command(
     sample_every: int = typer.Option(0, "--sample-every", help="sample grid every N iterations (0: at the end only)"),
     log_every: int = typer.Option(10, "--log-every"),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes"),
-    resize_policy: Policy = typer.Option(Policy.error, "--resize-policy", help="what to do with images not --size x --size"),
-    net_config: Optional[str] = typer.Option(
-        None, "--net-config", help='JSON (inline or file) merged into the procedure config, e.g. \'{"generator": {"ngf": 32}}\''
+    resize_policy: Policy = typer.Option(
+        Policy.error, "--resize-policy", help="what to do with images not --size x --size"
     ),
-    vgg_weights: Optional[Path] = typer.Option(
-        None, "--vgg-weights", envvar="COPYMARK_VGG19_WEIGHTS", help="srgan: torchvision vgg19 state dict (.pth) for the perceptual loss"
+    net_config: str | None = typer.Option(
+        None,
+        "--net-config",
+        help='JSON (inline or file) merged into the procedure config, e.g. \'{"generator": {"ngf": 32}}\'',
     ),
-    no_perceptual: bool = typer.Option(False, "--no-perceptual", help="srgan: train with pixel MSE instead of the VGG loss"),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="srgan: SRResNet run/checkpoint to start the generator from"),
+    vgg_weights: Path | None = typer.Option(
+        None,
+        "--vgg-weights",
+        envvar="COPYMARK_VGG19_WEIGHTS",
+        help="srgan: torchvision vgg19 state dict (.pth) for the perceptual loss",
+    ),
+    no_perceptual: bool = typer.Option(
+        False, "--no-perceptual", help="srgan: train with pixel MSE instead of the VGG loss"
+    ),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="srgan: SRResNet run/checkpoint to start the generator from"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from rich.console import Console
 
-    from copymark.errors import ConfigError
     from copymark.config import parse_json_arg
+    from copymark.errors import ConfigError
     from copymark.train import api
 
     console = Console(stderr=True)
@@ -90,7 +104,7 @@ def train_command(
         if data is not None and from_store is not None:
             raise ConfigError("give either --data or --from-store, not both")
         if from_store is not None:
-            from copymark.extraction.surrogate import training_folder
+            from copymark.client.pairs import training_folder
 
             if kind not in (Kind.pix2pix, Kind.srresnet, Kind.srgan):
                 raise ConfigError(
@@ -100,14 +114,17 @@ def train_command(
             sd = training_folder(from_store, run_dir / "store_pairs", victim_id)
             if (sd.scale > 1) != (kind != Kind.pix2pix):
                 raise ConfigError(
-                    f"the store holds answers of a {'x%d super-resolution' % sd.scale if sd.scale > 1 else 'style'} victim; "
+                    f"the store holds answers of a {f'x{sd.scale} super-resolution' if sd.scale > 1 else 'style'} victim; "
                     f"{kind.value} does not fit",
                     hint="pix2pix for style victims, srresnet/srgan for super-resolution victims",
                 )
             console.print(f"training on {sd.n_pairs} (query, answer) pairs from {from_store} (laid out in {sd.folder})")
             data = sd.folder
         if data is None:
-            raise ConfigError("--data (or --from-store) is required to start a run", hint="pass --data DIR, or --resume to continue one")
+            raise ConfigError(
+                "--data (or --from-store) is required to start a run",
+                hint="pass --data DIR, or --resume to continue one",
+            )
         overrides = parse_json_arg(net_config, "--net-config")
         if lr is not None:
             overrides["lr"] = lr
@@ -143,7 +160,9 @@ def train_command(
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     losses = " ".join(f"{k}={v:.4g}" for k, v in result.last_losses.items())
-    typer.echo(f"trained {kind.value}: {result.iterations} iterations, {result.images_per_second:.1f} images/s; {losses}")
+    typer.echo(
+        f"trained {kind.value}: {result.iterations} iterations, {result.images_per_second:.1f} images/s; {losses}"
+    )
     if result.checkpoint is not None:
         typer.echo(f"checkpoint: {result.checkpoint}")
 
@@ -152,11 +171,13 @@ def translate_command(
     model: Path = typer.Option(..., "--model", help="net checkpoint folder, training run folder, or TorchScript .pt"),
     input: Path = typer.Option(..., "--input", help="folder of images"),
     output: Path = typer.Option(..., "--output", help="folder for the translated PNGs"),
-    tile: Optional[int] = typer.Option(None, "--tile", help="process images larger than N x N (input pixels) in overlapping tiles"),
+    tile: int | None = typer.Option(
+        None, "--tile", help="process images larger than N x N (input pixels) in overlapping tiles"
+    ),
     overlap: int = typer.Option(32, "--overlap", help="tile overlap in input pixels"),
     device: str = typer.Option("cpu", "--device"),
-    stride: Optional[int] = typer.Option(None, "--stride", help="override the model's stride (TorchScript)"),
-    scale: Optional[int] = typer.Option(None, "--scale", help="override the model's scale (TorchScript)"),
+    stride: int | None = typer.Option(None, "--stride", help="override the model's stride (TorchScript)"),
+    scale: int | None = typer.Option(None, "--scale", help="override the model's scale (TorchScript)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Translate every image of a folder with a trained model (eval mode, deterministic, any size)."""
@@ -164,7 +185,9 @@ def translate_command(
 
     m = load_translation_model(model, device, stride=stride, scale=scale)
     outs = translate_folder(m, input, output, tile=tile, overlap=overlap, progress=progress)
-    typer.echo(f"translated {len(outs)} image(s) with {m.kind or 'model'} (scale {m.scale}, stride {m.stride}) into {output}")
+    typer.echo(
+        f"translated {len(outs)} image(s) with {m.kind or 'model'} (scale {m.scale}, stride {m.stride}) into {output}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from copymark.config import StrictModel
 from copymark.nets.build import PatchGANConfig, ResnetGenConfig, build_net
-from copymark.train.losses import GanMode, ImagePool, gan_loss
 from copymark.train.loop import Procedure, StepContext, adam, linear_decay, set_requires_grad
+from copymark.train.losses import GanMode, ImagePool, gan_loss
 
 
 class CycleGANConfig(StrictModel):
@@ -50,7 +50,12 @@ class CycleGAN(Procedure):
             "D_A": build_net(config.discriminator),
             "D_B": build_net(config.discriminator),
         }
-        self.net_configs = {"G_A": config.generator, "G_B": config.generator, "D_A": config.discriminator, "D_B": config.discriminator}
+        self.net_configs = {
+            "G_A": config.generator,
+            "G_B": config.generator,
+            "D_A": config.discriminator,
+            "D_B": config.discriminator,
+        }
         betas = (config.beta1, config.beta2)
         self.optimizers = {
             "G": adam(itertools.chain(self.nets["G_A"].parameters(), self.nets["G_B"].parameters()), config.lr, betas),
@@ -81,7 +86,12 @@ class CycleGAN(Procedure):
         loss_cyc_a = F.l1_loss(rec_a.float(), real_a.float())
         loss_cyc_b = F.l1_loss(rec_b.float(), real_b.float())
         loss_g = loss_gan_a + loss_gan_b + c.lambda_cycle * (loss_cyc_a + loss_cyc_b)
-        out = {"G_A": loss_gan_a.detach(), "G_B": loss_gan_b.detach(), "cycle_A": loss_cyc_a.detach(), "cycle_B": loss_cyc_b.detach()}
+        out = {
+            "G_A": loss_gan_a.detach(),
+            "G_B": loss_gan_b.detach(),
+            "cycle_A": loss_cyc_a.detach(),
+            "cycle_B": loss_cyc_b.detach(),
+        }
         if lam_idt > 0:
             loss_idt_a = F.l1_loss(idt_a.float(), real_b.float())
             loss_idt_b = F.l1_loss(idt_b.float(), real_a.float())

@@ -104,7 +104,9 @@ class LoopConfig(StrictModel):
     keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept; 0 keeps all")
     max_loss: float = Field(1e6, gt=0, description="a loss with larger magnitude counts as diverged")
     check_every: int = Field(
-        10, ge=1, description="losses are copied to the host (and checked) every N iterations, and always before logging, samples and checkpoints"
+        10,
+        ge=1,
+        description="losses are copied to the host (and checked) every N iterations, and always before logging, samples and checkpoints",
     )
     sample_count: int = Field(4, ge=1, le=16)
     progress: bool = True
@@ -114,12 +116,16 @@ class LoopConfig(StrictModel):
 # optimisers, schedules
 
 
-def adam(params: Any, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
+def adam(
+    params: Any, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 0.0
+) -> torch.optim.Adam:
     """Adam with the GAN defaults of pix2pix/CycleGAN/U-GAT-IT (lr 2e-4, betas (0.5, 0.999))."""
     return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
-def linear_decay(optimizer: torch.optim.Optimizer, iters: int, decay_start: float = 0.5) -> torch.optim.lr_scheduler.LambdaLR:
+def linear_decay(
+    optimizer: torch.optim.Optimizer, iters: int, decay_start: float = 0.5
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Constant LR for the first ``decay_start`` fraction of ``iters``, then linear decay to 0.
 
     The per-iteration form of pix2pix/CycleGAN's ``n_epochs`` + ``n_epochs_decay`` schedule
@@ -456,7 +462,12 @@ def _grid(rows: list[torch.Tensor]) -> torch.Tensor:
     import torch.nn.functional as F
 
     h, w = rows[0].shape[-2:]
-    rs = [r.float().clamp(0, 1) if r.shape[-2:] == (h, w) else F.interpolate(r.float(), size=(h, w), mode="nearest").clamp(0, 1) for r in rows]
+    rs = [
+        r.float().clamp(0, 1)
+        if r.shape[-2:] == (h, w)
+        else F.interpolate(r.float(), size=(h, w), mode="nearest").clamp(0, 1)
+        for r in rows
+    ]
     rs = [torch.cat(list(r), dim=-1) for r in rs]  # each row: 3 x H x (N*W)
     return torch.cat(rs, dim=-2).cpu()
 
@@ -555,7 +566,9 @@ def train_loop(
             _truncate_losses(writer.path / LOSSES_FILE, start)
             writer.log("resuming %s at iteration %d", proc.kind, start)
     elif writer is not None:
-        writer.log("training %s for %d iterations on %s (amp %s, world %d)", proc.kind, cfg.iters, device, cfg.amp, d.world)
+        writer.log(
+            "training %s for %d iterations on %s (amp %s, world %d)", proc.kind, cfg.iters, device, cfg.amp, d.world
+        )
     wrap_nets(proc, cfg, d, device)
     sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, d.rank, d.world)  # type: ignore[arg-type]
     ctx = StepContext(device, cfg.amp, scaler, d.world, d.rank)
@@ -575,11 +588,24 @@ def train_loop(
     checkpoint: Path | None = ck.latest_checkpoint(run.path) if (run is not None and resume) else None
     t0 = time.perf_counter()
     done_images = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
-        TextColumn(f"[bold]{proc.kind}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"), disable=not (cfg.progress and d.main), transient=False,
+        TextColumn(f"[bold]{proc.kind}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[losses]}"),
+        disable=not (cfg.progress and d.main),
+        transient=False,
     )
     try:
         with progress:
@@ -634,7 +660,12 @@ def train_loop(
         writer.log("nothing to do: the run already finished its %d iterations", cfg.iters)
     elif writer is not None:
         writer.update_metrics(
-            {"iterations": cfg.iters, "final_losses": last, "train_seconds": seconds, "images_per_second": result.images_per_second}
+            {
+                "iterations": cfg.iters,
+                "final_losses": last,
+                "train_seconds": seconds,
+                "images_per_second": result.images_per_second,
+            }
         )
         writer.log("done: %d iterations, %.1f images/s", cfg.iters, result.images_per_second)
     return result
@@ -645,7 +676,12 @@ def _stack_losses(raw: Mapping[str, torch.Tensor | float], device: torch.device)
     if not raw:
         return torch.zeros(0, dtype=torch.float64, device=device)
     return torch.stack(
-        [v.detach().reshape(()).to(device=device, dtype=torch.float64) if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64, device=device) for v in raw.values()]
+        [
+            v.detach().reshape(()).to(device=device, dtype=torch.float64)
+            if isinstance(v, torch.Tensor)
+            else torch.tensor(float(v), dtype=torch.float64, device=device)
+            for v in raw.values()
+        ]
     )
 
 
@@ -664,7 +700,13 @@ def _flush_losses(pending: list[tuple[int, list[str], torch.Tensor]], d: Dist) -
 
 
 def _diverged(
-    writer: Run | None, proc: Procedure, it: int, bad: dict[str, float], cfg: LoopConfig, checkpoint: Path | None, detected: int
+    writer: Run | None,
+    proc: Procedure,
+    it: int,
+    bad: dict[str, float],
+    cfg: LoopConfig,
+    checkpoint: Path | None,
+    detected: int,
 ) -> None:
     what = ", ".join(f"{k}={v}" for k, v in bad.items())
     kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint had been written yet"
@@ -672,10 +714,14 @@ def _diverged(
     msg = f"training {proc.kind} diverged at iteration {it}{when}: {what} (limit |loss| <= {cfg.max_loss:g}); stopped, {kept}"
     if writer is not None:
         writer.log("%s", msg)
-        writer.update_metrics({"diverged": {"iteration": it, "losses": bad, "checkpoint": str(checkpoint) if checkpoint else None}})
+        writer.update_metrics(
+            {"diverged": {"iteration": it, "losses": bad, "checkpoint": str(checkpoint) if checkpoint else None}}
+        )
     raise TrainingDiverged(
         msg,
-        hint="resume from it with --resume and a lower --lr (or --amp off)" if checkpoint else "lower --lr, or check the data",
+        hint="resume from it with --resume and a lower --lr (or --amp off)"
+        if checkpoint
+        else "lower --lr, or check the data",
     )
 
 

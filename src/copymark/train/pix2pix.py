@@ -17,8 +17,8 @@ from pydantic import Field
 
 from copymark.config import StrictModel
 from copymark.nets.build import PatchGANConfig, UNetConfig, build_net
-from copymark.train.losses import GanMode, gan_loss
 from copymark.train.loop import Procedure, StepContext, adam, linear_decay, set_requires_grad
+from copymark.train.losses import GanMode, gan_loss
 
 
 class Pix2PixConfig(StrictModel):
@@ -80,7 +80,12 @@ class Pix2Pix(Procedure):
         loss_g = loss_g_gan + self.config.lambda_l1 * loss_l1
         ctx.update(loss_g, self.optimizers["G"])
         set_requires_grad(D_plain, True)
-        return {"G_gan": loss_g_gan.detach(), "G_l1": loss_l1.detach(), "D_real": loss_d_real.detach(), "D_fake": loss_d_fake.detach()}
+        return {
+            "G_gan": loss_g_gan.detach(),
+            "G_l1": loss_l1.detach(),
+            "D_real": loss_d_real.detach(),
+            "D_fake": loss_d_fake.detach(),
+        }
 
     def sample_images(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         return [batch["a"], self.nets["G"](batch["a"]), batch["b"]]

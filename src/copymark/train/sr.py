@@ -25,17 +25,21 @@ from pydantic import Field
 from copymark.config import StrictModel
 from copymark.errors import ConfigError
 from copymark.nets.build import SRGANDiscConfig, SRResNetConfig, build_net
-from copymark.train.losses import GanMode, PerceptualLoss, gan_loss, load_vgg19_features
 from copymark.train.loop import Procedure, StepContext, adam, linear_decay, set_requires_grad
+from copymark.train.losses import GanMode, PerceptualLoss, gan_loss, load_vgg19_features
 
 
-def step_decay(optimizer: torch.optim.Optimizer, iters: int, at: float = 0.5, gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+def step_decay(
+    optimizer: torch.optim.Optimizer, iters: int, at: float = 0.5, gamma: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
     """LR x ``gamma`` from iteration ``at * iters`` on (SRGAN: 1e-4, then 1e-5)."""
     boundary = int(round(iters * at))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0 if it < boundary else gamma)
 
 
-def _schedule(opt: torch.optim.Optimizer, iters: int, kind: str, decay_start: float) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    opt: torch.optim.Optimizer, iters: int, kind: str, decay_start: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     return step_decay(opt, iters, decay_start) if kind == "step" else linear_decay(opt, iters, decay_start)
 
 
@@ -103,7 +107,9 @@ class SRGANProcedure(SRResNetProcedure):
         if config.perceptual:
             self.perceptual: PerceptualLoss | None = PerceptualLoss(load_vgg19_features(config.vgg_weights))
         elif config.vgg_weights:
-            raise ConfigError("srgan: vgg_weights given but perceptual=False", hint="drop one of --vgg-weights / --no-perceptual")
+            raise ConfigError(
+                "srgan: vgg_weights given but perceptual=False", hint="drop one of --vgg-weights / --no-perceptual"
+            )
         else:
             self.perceptual = None
         G = build_net(config.generator)
@@ -113,7 +119,9 @@ class SRGANProcedure(SRResNetProcedure):
         self.net_configs = {"G": config.generator, "D": config.discriminator}
         betas = (config.beta1, config.beta2)
         self.optimizers = {k: adam(n.parameters(), config.lr, betas) for k, n in self.nets.items()}
-        self.schedulers = {k: _schedule(o, iters, config.schedule, config.decay_start) for k, o in self.optimizers.items()}
+        self.schedulers = {
+            k: _schedule(o, iters, config.schedule, config.decay_start) for k, o in self.optimizers.items()
+        }
 
     def step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         c: SRGANTrainConfig = self.config  # type: ignore[assignment]

@@ -40,7 +40,9 @@ class SteganalysisTrainConfig(StrictModel):
     augment: bool = Field(True, description="random flips and 90-degree rotations, identical for a cover and its stego")
 
 
-def steganalysis_train_config(model: Literal["xunet", "yenet", "srnet"], lr: float = 1e-3, **arch: Any) -> SteganalysisTrainConfig:
+def steganalysis_train_config(
+    model: Literal["xunet", "yenet", "srnet"], lr: float = 1e-3, **arch: Any
+) -> SteganalysisTrainConfig:
     """Config for ``model`` with architecture overrides ``arch`` (e.g. tiny widths for tests)."""
     match model:
         case "xunet":
@@ -93,7 +95,9 @@ class SteganalysisProcedure(Procedure):
         net = build_steganalyzer(config.model)
         self.nets = {"detector": net}
         self.net_configs = {"detector": config.model}
-        self.optimizers = {"detector": torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)}
+        self.optimizers = {
+            "detector": torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        }
 
     def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         cover, stego = batch["cover"], batch["stego"]

@@ -53,11 +53,15 @@ class StegoTrainConfig(StrictModel):
     adam_betas: tuple[float, float] = (0.9, 0.999)
 
 
-def stego_train_config(codec: Literal["en2d", "gglnet"], lr: float | None = None, beta: float | None = None, **arch: Any) -> StegoTrainConfig:
+def stego_train_config(
+    codec: Literal["en2d", "gglnet"], lr: float | None = None, beta: float | None = None, **arch: Any
+) -> StegoTrainConfig:
     """Config with the study's defaults for ``codec``; ``arch`` overrides architecture fields."""
     d = STUDY_DEFAULTS[codec]
     net = En2DConfig(**arch) if codec == "en2d" else GglNetConfig(**arch)
-    return StegoTrainConfig(codec=net, lr=float(d["lr"] if lr is None else lr), beta=float(d["beta"] if beta is None else beta))
+    return StegoTrainConfig(
+        codec=net, lr=float(d["lr"] if lr is None else lr), beta=float(d["beta"] if beta is None else beta)
+    )
 
 
 class StegoPairs(Dataset):

@@ -71,7 +71,14 @@ class UGATIT(Procedure):
         super().__init__()
         self.config = config
         g, dg, dl = config.generator, config.global_discriminator, config.local_discriminator
-        self.nets = {"A2B": build_net(g), "B2A": build_net(g), "GA": build_net(dg), "GB": build_net(dg), "LA": build_net(dl), "LB": build_net(dl)}
+        self.nets = {
+            "A2B": build_net(g),
+            "B2A": build_net(g),
+            "GA": build_net(dg),
+            "GB": build_net(dg),
+            "LA": build_net(dl),
+            "LB": build_net(dl),
+        }
         self.net_configs = {"A2B": g, "B2A": g, "GA": dg, "GB": dg, "LA": dl, "LB": dl}
         betas = (config.beta1, config.beta2)
         gp = itertools.chain(*(self.nets[k].parameters() for k in self.GENS))
@@ -96,7 +103,12 @@ class UGATIT(Procedure):
             fake_b2a, _, _ = B2A(real_b)
         loss_d = {}
         with ctx.autocast():
-            for name, real, fake in (("GA", real_a, fake_b2a), ("LA", real_a, fake_b2a), ("GB", real_b, fake_a2b), ("LB", real_b, fake_a2b)):
+            for name, real, fake in (
+                ("GA", real_a, fake_b2a),
+                ("LA", real_a, fake_b2a),
+                ("GB", real_b, fake_a2b),
+                ("LB", real_b, fake_a2b),
+            ):
                 D = self.net(name)
                 r_logit, r_cam, _ = D(real)
                 f_logit, f_cam, _ = D(fake.detach())
@@ -123,16 +135,29 @@ class UGATIT(Procedure):
         idt_b = F.l1_loss(fake_b2b.float(), real_b.float())
         cam_a = _bce(fake_b2a_cam, 1) + _bce(fake_a2a_cam, 0)
         cam_b = _bce(fake_a2b_cam, 1) + _bce(fake_b2b_cam, 0)
-        g_loss_a = c.adv_weight * (adv["GA"] + adv["LA"]) + c.cycle_weight * recon_a + c.identity_weight * idt_a + c.cam_weight * cam_a
-        g_loss_b = c.adv_weight * (adv["GB"] + adv["LB"]) + c.cycle_weight * recon_b + c.identity_weight * idt_b + c.cam_weight * cam_b
+        g_loss_a = (
+            c.adv_weight * (adv["GA"] + adv["LA"])
+            + c.cycle_weight * recon_a
+            + c.identity_weight * idt_a
+            + c.cam_weight * cam_a
+        )
+        g_loss_b = (
+            c.adv_weight * (adv["GB"] + adv["LB"])
+            + c.cycle_weight * recon_b
+            + c.identity_weight * idt_b
+            + c.cam_weight * cam_b
+        )
         ctx.update(g_loss_a + g_loss_b, self.optimizers["G"])
         set_requires_grad([self.nets[k] for k in self.DISCS], True)
         for k in self.GENS:
             self.nets[k].clip_rho_()  # type: ignore[operator]
         return {
-            "D_A": d_loss_a.detach(), "D_B": d_loss_b.detach(),
+            "D_A": d_loss_a.detach(),
+            "D_B": d_loss_b.detach(),
             "G_adv": (adv["GA"] + adv["LA"] + adv["GB"] + adv["LB"]).detach(),
-            "cycle": (recon_a + recon_b).detach(), "identity": (idt_a + idt_b).detach(), "cam": (cam_a + cam_b).detach(),
+            "cycle": (recon_a + recon_b).detach(),
+            "identity": (idt_a + idt_b).detach(),
+            "cam": (cam_a + cam_b).detach(),
         }
 
     def sample_images(self, batch: dict[str, Any]) -> list[torch.Tensor]:

@@ -84,7 +84,7 @@ def _valid_hint() -> str:
 
 
 @dataclass
-class Victim:
+class ImageModel:
     """A deterministic image-translation function with its public metadata.
 
     ``fn`` maps ``N x 3 x H x W`` in [0, 1] to ``N x 3 x sH x sW`` in [0, 1]. ``id`` is an
@@ -221,8 +221,8 @@ def _spec_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _classical_victim(spec: str) -> Victim:
-    parts = urlsplit(spec[len("classical:"):])
+def _classical_victim(spec: str) -> ImageModel:
+    parts = urlsplit(spec[len("classical:") :])
     name = parts.path
     if name not in _CLASSICAL:
         raise ConfigError(f"unknown classical victim {name!r} in spec {spec!r}", hint=_valid_hint())
@@ -231,14 +231,14 @@ def _classical_victim(spec: str) -> Victim:
     vid = _spec_id(canonical)
     match name:
         case "stylize":
-            return Victim(name, "style", 1, _stylize(float(p["sigma_s"]), float(p["sigma_r"])), vid, p)
+            return ImageModel(name, "style", 1, _stylize(float(p["sigma_s"]), float(p["sigma_r"])), vid, p)
         case "edge_preserving":
             fn = _edge_preserving(float(p["sigma_s"]), float(p["sigma_r"]), int(p["flags"]))
-            return Victim(name, "style", 1, fn, vid, p)
+            return ImageModel(name, "style", 1, fn, vid, p)
         case "cartoon":
-            return Victim(name, "style", 1, _cartoon(**p), vid, p)  # type: ignore[arg-type]
+            return ImageModel(name, "style", 1, _cartoon(**p), vid, p)  # type: ignore[arg-type]
         case "bicubic_x4":
-            return Victim(name, "sr", 4, _bicubic_x4(str(p["method"]), float(p["sharpen"])), vid, p)
+            return ImageModel(name, "sr", 4, _bicubic_x4(str(p["method"]), float(p["sharpen"])), vid, p)
     raise ConfigError(f"unknown classical victim {name!r}", hint=_valid_hint())  # pragma: no cover
 
 
@@ -255,7 +255,7 @@ def _file_id(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _learned_victim(path: Path, device: str) -> Victim:
+def _learned_victim(path: Path, device: str) -> ImageModel:
     """A checkpoint folder / run folder / TorchScript file via copymark.translate."""
     from copymark.translate import load_translation_model, resolve_net_folder
 
@@ -270,10 +270,10 @@ def _learned_victim(path: Path, device: str) -> Victim:
     vid = _file_id(files)
     scale = int(model.scale)
     task: Task = "sr" if scale > 1 else "style"
-    return Victim(path.stem if path.is_file() else path.name, task, scale, model, vid)
+    return ImageModel(path.stem if path.is_file() else path.name, task, scale, model, vid)
 
 
-def load_victim(spec: str, device: str = "cpu") -> Victim:
+def load_model(spec: str, device: str = "cpu") -> ImageModel:
     """Build the victim named by ``spec`` (see the module docstring); bad specs raise ConfigError."""
     spec = spec.strip()
     if not spec:
@@ -285,7 +285,8 @@ def load_victim(spec: str, device: str = "cpu") -> Victim:
     return _learned_victim(Path(spec), device)
 
 
-def function_victim(fn: Callable[[torch.Tensor], torch.Tensor], name: str = "function", task: Task = "style",
-                    scale: int = 1) -> Victim:
+def function_model(
+    fn: Callable[[torch.Tensor], torch.Tensor], name: str = "function", task: Task = "style", scale: int = 1
+) -> ImageModel:
     """Wrap any deterministic tensor function as a victim (tests, benchmarks, in-process nets)."""
-    return Victim(name, task, scale, fn, _spec_id(f"function:{name}:{task}:{scale}"))
+    return ImageModel(name, task, scale, fn, _spec_id(f"function:{name}:{task}:{scale}"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -41,7 +41,7 @@ def _echo_json(obj: Any) -> None:
 
 
 def _get_codec(spec: str, bits: int, device: str = "cpu") -> Any:
-    from copymark.watermark.codecs import LSBCodec, LSBCodecConfig, load_codec
+    from copymark.stego.codecs import LSBCodec, LSBCodecConfig, load_codec
 
     if spec == "lsb":
         return LSBCodec(LSBCodecConfig(bits=bits))
@@ -49,42 +49,59 @@ def _get_codec(spec: str, bits: int, device: str = "cpu") -> Any:
 
 
 def _brief_quality(q: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if not isinstance(v, dict) or "values" not in v else {kk: vv for kk, vv in v.items() if kk != "values"}) for k, v in q.items()}
+    return {
+        k: (v if not isinstance(v, dict) or "values" not in v else {kk: vv for kk, vv in v.items() if kk != "values"})
+        for k, v in q.items()
+    }
 
 
 @stego_app.command("train")
 def train_cmd(
-    codec: Optional[str] = typer.Option(None, "--codec", help="en2d or gglnet"),
-    covers: Optional[Path] = typer.Option(None, "--covers", help="folder of cover images"),
-    secrets: Optional[Path] = typer.Option(None, "--secrets", help="folder of secret images (disjoint from the covers)"),
-    seed: int = typer.Option(0, "--seed", help="seed of initialisation, pairing and order (the study: 2022, 1211, 204, 109)"),
+    codec: str | None = typer.Option(None, "--codec", help="en2d or gglnet"),
+    covers: Path | None = typer.Option(None, "--covers", help="folder of cover images"),
+    secrets: Path | None = typer.Option(None, "--secrets", help="folder of secret images (disjoint from the covers)"),
+    seed: int = typer.Option(
+        0, "--seed", help="seed of initialisation, pairing and order (the study: 2022, 1211, 204, 109)"
+    ),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
     size: int = typer.Option(64, "--size", help="image size in px (multiple of 8, 32..256)"),
     iters: int = typer.Option(1000, "--iters", help="optimisation steps"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the study's (En2D 30, GglNet 20)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="default: the study's (En2D 1e-3, GglNet 1e-4); with --resume: a new lr from the checkpoint on"),
-    beta: Optional[float] = typer.Option(None, "--beta", help="weight of the revealed-secret MSE (default En2D 1.0, GglNet 0.75)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="default: the study's (En2D 30, GglNet 20)"),
+    lr: float | None = typer.Option(
+        None,
+        "--lr",
+        help="default: the study's (En2D 1e-3, GglNet 1e-4); with --resume: a new lr from the checkpoint on",
+    ),
+    beta: float | None = typer.Option(
+        None, "--beta", help="weight of the revealed-secret MSE (default En2D 1.0, GglNet 0.75)"
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
     amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)"),
-    holdout: int = typer.Option(16, "--holdout", help="images of each folder kept out of training for the quality report"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first LIMIT images of each folder"),
-    net_config: Optional[str] = typer.Option(None, "--net-config", help='architecture overrides as JSON, e.g. \'{"width": 8}\''),
+    holdout: int = typer.Option(
+        16, "--holdout", help="images of each folder kept out of training for the quality report"
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="use only the first LIMIT images of each folder"),
+    net_config: str | None = typer.Option(
+        None, "--net-config", help="architecture overrides as JSON, e.g. '{\"width\": 8}'"
+    ),
     save_every: int = typer.Option(0, "--save-every", help="checkpoint every N iterations (0: only at the end)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir from its latest checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train an En2D or GglNet codec; writes RUN/codec, metrics.json (held-out quality) and visibility.png."""
     from copymark.errors import ConfigError
+    from copymark.stego.training import StegoDataConfig, StegoRunConfig, resume_codec, train_codec
     from copymark.train.loop import LoopConfig
     from copymark.train.stego import STUDY_DEFAULTS, stego_train_config
-    from copymark.watermark.training import StegoDataConfig, StegoRunConfig, resume_codec, train_codec
 
     if resume:
         out = resume_codec(run_dir, device=device, progress=progress, lr=lr)
     else:
         kind = _need(codec, "--codec", "en2d or gglnet")
         if kind not in STUDY_DEFAULTS:
-            raise ConfigError(f"--codec {kind!r} is not a trainable codec", hint="use en2d or gglnet (lsb needs no training)")
+            raise ConfigError(
+                f"--codec {kind!r} is not a trainable codec", hint="use en2d or gglnet (lsb needs no training)"
+            )
         _need(covers, "--covers")
         _need(secrets, "--secrets")
         from pydantic import ValidationError
@@ -92,9 +109,13 @@ def train_cmd(
         from copymark.config import format_validation_error
 
         try:
-            proc = stego_train_config(kind, lr=lr, beta=beta, **parse_json_arg(net_config, "--net-config", '{"width": 8}'))
+            proc = stego_train_config(
+                kind, lr=lr, beta=beta, **parse_json_arg(net_config, "--net-config", '{"width": 8}')
+            )
             bs = int(STUDY_DEFAULTS[kind]["batch_size"]) if batch_size is None else batch_size
-            loop = LoopConfig(iters=iters, batch_size=bs, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress)  # type: ignore[arg-type]
+            loop = LoopConfig(
+                iters=iters, batch_size=bs, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress
+            )  # type: ignore[arg-type]
             data = StegoDataConfig(covers=str(covers), secrets=str(secrets), size=size, limit=limit, holdout=holdout)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "stego train options")) from None
@@ -111,15 +132,15 @@ def report_cmd(
     secrets: Path = typer.Option(..., "--secrets", help="folder of secret images (paired with covers in path order)"),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to write (metrics.json, visibility.png)"),
     size: int = typer.Option(64, "--size"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="use the first LIMIT pairs"),
+    limit: int | None = typer.Option(None, "--limit", help="use the first LIMIT pairs"),
     bits: int = typer.Option(4, "--bits", help="LSB codec: low bits carrying the secret"),
     n_visibility: int = typer.Option(8, "--n-visibility", help="rows of the visibility image"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Cover-vs-stego and secret-vs-revealed PSNR/SSIM, plus visibility images, into a run folder."""
     from copymark.runs import create_run
-    from copymark.watermark.imagesets import load_image_set
-    from copymark.watermark.quality import quality_report
+    from copymark.stego.imagesets import load_image_set
+    from copymark.stego.quality import quality_report
 
     c = _get_codec(codec, bits, device)
     cs = load_image_set(covers, size, limit, what="cover folder")
@@ -136,17 +157,19 @@ def report_cmd(
 def hide_cmd(
     codec: str = typer.Option(..., "--codec", help=CODEC_HELP),
     covers: Path = typer.Option(..., "--covers"),
-    secrets: Path = typer.Option(..., "--secrets", help="secret i goes into cover i (path order); secrets are reused cyclically"),
+    secrets: Path = typer.Option(
+        ..., "--secrets", help="secret i goes into cover i (path order); secrets are reused cyclically"
+    ),
     out: Path = typer.Option(..., "--out", help="folder for the stego PNGs (named like their covers)"),
     size: int = typer.Option(64, "--size"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
+    limit: int | None = typer.Option(None, "--limit"),
     bits: int = typer.Option(4, "--bits", help="LSB codec: low bits carrying the secret"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Hide secrets in covers and write the stego images as 8-bit PNGs."""
     import torch
 
-    from copymark.watermark.imagesets import load_image_set, save_image_set
+    from copymark.stego.imagesets import load_image_set, save_image_set
 
     c = _get_codec(codec, bits, device)
     cs = load_image_set(covers, size, limit, what="cover folder")
@@ -169,7 +192,7 @@ def reveal_cmd(
     import torch
 
     from copymark.data.folders import image_files, image_size
-    from copymark.watermark.imagesets import load_image_set, save_image_set
+    from copymark.stego.imagesets import load_image_set, save_image_set
 
     c = _get_codec(codec, bits, device)
     h, _ = image_size(image_files(input, "stego folder", recursive=True)[0])
@@ -181,9 +204,9 @@ def reveal_cmd(
 
 @stego_app.command("detect-train")
 def detect_train_cmd(
-    covers: Optional[Path] = typer.Option(None, "--covers", help="folder of cover images"),
-    stegos: Optional[Path] = typer.Option(None, "--stegos", help="folder of stego images named like their covers"),
-    model: Optional[str] = typer.Option(None, "--model", help="xunet, yenet or srnet"),
+    covers: Path | None = typer.Option(None, "--covers", help="folder of cover images"),
+    stegos: Path | None = typer.Option(None, "--stegos", help="folder of stego images named like their covers"),
+    model: str | None = typer.Option(None, "--model", help="xunet, yenet or srnet"),
     run_dir: Path = typer.Option(..., "--run-dir"),
     seed: int = typer.Option(0, "--seed"),
     iters: int = typer.Option(1000, "--iters"),
@@ -192,9 +215,13 @@ def detect_train_cmd(
     device: str = typer.Option("cpu", "--device"),
     amp: str = typer.Option("off", "--amp"),
     holdout: int = typer.Option(64, "--holdout", help="pairs kept out of training for the held-out AUC"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="random flips/rotations, same for cover and stego"),
-    net_config: Optional[str] = typer.Option(None, "--net-config", help='architecture overrides as JSON, e.g. \'{"width": 4}\''),
+    limit: int | None = typer.Option(None, "--limit"),
+    augment: bool = typer.Option(
+        True, "--augment/--no-augment", help="random flips/rotations, same for cover and stego"
+    ),
+    net_config: str | None = typer.Option(
+        None, "--net-config", help="architecture overrides as JSON, e.g. '{\"width\": 4}'"
+    ),
     save_every: int = typer.Option(0, "--save-every"),
     resume: bool = typer.Option(False, "--resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -204,9 +231,9 @@ def detect_train_cmd(
 
     from copymark.config import format_validation_error
     from copymark.errors import ConfigError
+    from copymark.stego.training import DetectDataConfig, DetectRunConfig, resume_detector, train_detector
     from copymark.train.loop import LoopConfig
     from copymark.train.steganalysis import steganalysis_train_config
-    from copymark.watermark.training import DetectDataConfig, DetectRunConfig, resume_detector, train_detector
 
     if resume:
         out = resume_detector(run_dir, device=device, progress=progress)
@@ -219,7 +246,15 @@ def detect_train_cmd(
         try:
             proc = steganalysis_train_config(kind, lr=lr, **parse_json_arg(net_config, "--net-config", '{"width": 8}'))
             proc.augment = augment
-            loop = LoopConfig(iters=iters, batch_size=batch_size, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress)  # type: ignore[arg-type]
+            loop = LoopConfig(
+                iters=iters,
+                batch_size=batch_size,
+                seed=seed,
+                device=device,
+                amp=amp,
+                save_every=save_every,
+                progress=progress,
+            )  # type: ignore[arg-type]
             data = DetectDataConfig(covers=str(covers), stegos=str(stegos), limit=limit, holdout=holdout)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "stego detect-train options")) from None
@@ -229,23 +264,27 @@ def detect_train_cmd(
 
 @stego_app.command("detect")
 def detect_cmd(
-    model: Path = typer.Option(..., "--model", help="steganalyzer checkpoint (e.g. RUN/detector from `stego detect-train`)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="folder of images to score (labels unknown)"),
-    covers: Optional[Path] = typer.Option(None, "--covers", help="folder of known covers (label 0)"),
-    stegos: Optional[Path] = typer.Option(None, "--stegos", help="folder of known stego images (label 1)"),
+    model: Path = typer.Option(
+        ..., "--model", help="steganalyzer checkpoint (e.g. RUN/detector from `stego detect-train`)"
+    ),
+    input: Path | None = typer.Option(None, "--input", help="folder of images to score (labels unknown)"),
+    covers: Path | None = typer.Option(None, "--covers", help="folder of known covers (label 0)"),
+    stegos: Path | None = typer.Option(None, "--stegos", help="folder of known stego images (label 1)"),
     threshold: float = typer.Option(0.5, "--threshold", help="flag an image as stego when its score >= T"),
-    out: Optional[Path] = typer.Option(None, "--out", help="per-image scores as .csv or .json"),
+    out: Path | None = typer.Option(None, "--out", help="per-image scores as .csv or .json"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Per-image stego scores, the detection rate at --threshold, and ROC AUC when labels are known."""
     from copymark.errors import ConfigError
-    from copymark.watermark.detect import detect_folders
+    from copymark.stego.detect import detect_folders
 
     if input is None and covers is None and stegos is None:
         raise ConfigError("nothing to score", hint="pass --input DIR, or --covers DIR and/or --stegos DIR")
     if out is not None and out.suffix.lower() not in (".csv", ".json"):
         raise ConfigError(f"--out {out}: use a .csv or .json file name")
-    summary = detect_folders(model, input=input, covers=covers, stegos=stegos, threshold=threshold, out=out, device=device)
+    summary = detect_folders(
+        model, input=input, covers=covers, stegos=stegos, threshold=threshold, out=out, device=device
+    )
     _echo_json(summary)
 
 

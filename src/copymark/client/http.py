@@ -1,20 +1,14 @@
-"""The attacker's oracle client: budgeted, polite, resumable queries to a victim API.
+"""The caller's HTTP client of a copymark API: budgeted, polite, retrying.
 
-:class:`OracleClient` wraps an ``httpx.AsyncClient``: a semaphore bounds concurrent requests,
+Used by extraction (querying a victim) and by ownership verification (querying a suspect).
+
+:class:`ApiClient` wraps an ``httpx.AsyncClient``: a semaphore bounds concurrent requests,
 each request has a timeout, and transient failures (connection errors, timeouts, 408, 429,
 5xx) are retried with exponential backoff and "equal jitter" (half fixed, half random), or
 after exactly the server's ``Retry-After`` (plus a little jitter) when it sends one.
 Permanent refusals are not retried: 401/403 (key) stop everything with :class:`AuthError`,
 402 (budget spent) stops everything with :class:`BudgetExhausted`; 413/415/422 fail only that
 input.
-
-:func:`query_all` drives a list of query images through the client into a
-:class:`~copymark.extraction.store.QueryStore`: inputs already answered for this victim are
-skipped (never queried twice), each input is registered ``pending`` before its request goes
-out and its answer is recorded the moment it arrives. Every request carries
-``Idempotency-Key: <victim id>:<input sha256>``, so if a run is killed after the server
-answered but before the answer was stored, the rerun's request is a free replay of the same
-answer instead of a second paid query (on a server that keeps replies, as copymark's does).
 """
 
 from __future__ import annotations
@@ -25,17 +19,16 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
 from copymark.errors import CopymarkError
-from copymark.extraction.store import QueryStore, sha256_hex
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class OracleError(CopymarkError):
+class QueryError(CopymarkError):
     """A query failed for good."""
 
     def __init__(self, message: str, hint: str | None = None, status: int | None = None, request_id: str = ""):
@@ -44,15 +37,15 @@ class OracleError(CopymarkError):
         self.request_id = request_id
 
 
-class AuthError(OracleError):
+class AuthError(QueryError):
     """The server refused the API key (401/403): no query can succeed."""
 
 
-class BudgetExhausted(OracleError):
+class BudgetExhausted(QueryError):
     """The query budget (the server's or the local one) is spent."""
 
 
-class OracleUnavailable(OracleError):
+class ServerUnavailable(QueryError):
     """The server stayed unreachable or overloaded through every retry."""
 
 
@@ -110,7 +103,7 @@ def _error_text(resp: httpx.Response) -> str:
         return resp.text[:200]
 
 
-class OracleClient:
+class ApiClient:
     """Async HTTP client of one victim API with one API key."""
 
     def __init__(
@@ -133,7 +126,9 @@ class OracleClient:
         self._headers = {"Authorization": f"Bearer {api_key}"}
         t = self.retry.timeout_s
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, transport=transport, headers=self._headers,
+            base_url=self.base_url,
+            transport=transport,
+            headers=self._headers,
             timeout=httpx.Timeout(t, connect=min(10.0, t)),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
@@ -142,7 +137,7 @@ class OracleClient:
         self.stats: Counter[str] = Counter()
         self.waits: list[tuple[float | None, float]] = []  # (server's Retry-After or None, seconds slept)
 
-    async def __aenter__(self) -> OracleClient:
+    async def __aenter__(self) -> ApiClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -153,6 +148,7 @@ class OracleClient:
 
     async def info(self) -> dict[str, object]:
         """``GET /v1/info`` (task, scale, victim id, limits), retried like queries."""
+
         async def once() -> httpx.Response:
             return await self._client.get("/v1/info")
 
@@ -181,12 +177,13 @@ class OracleClient:
         if remaining is not None and remaining.isdigit():
             self.server_budget_remaining = int(remaining)
         if resp.headers.get("content-type", "").split(";")[0] != "image/png":
-            raise OracleError(f"server answered 200 with {resp.headers.get('content-type')!r}, not image/png")
+            raise QueryError(f"server answered 200 with {resp.headers.get('content-type')!r}, not image/png")
         self.stats["replayed" if replay else "answered"] += 1
         if self.local_budget is not None and not replay:
             self.local_budget -= 1
-        return Answer(resp.content, resp.headers.get("x-request-id", ""),
-                      self.server_budget_remaining, replay, attempts)
+        return Answer(
+            resp.content, resp.headers.get("x-request-id", ""), self.server_budget_remaining, replay, attempts
+        )
 
     async def _with_retries(self, send: Callable[[], object], what: str) -> httpx.Response:
         attempt = 0
@@ -209,18 +206,28 @@ class OracleClient:
                 if remaining is not None and remaining.isdigit():
                     self.server_budget_remaining = int(remaining)
                 if status in (401, 403):
-                    raise AuthError(f"{what}: the server refused the API key ({problem})",
-                                    hint="check --api-key", status=status, request_id=rid)
+                    raise AuthError(
+                        f"{what}: the server refused the API key ({problem})",
+                        hint="check --api-key",
+                        status=status,
+                        request_id=rid,
+                    )
                 if status == 402:
-                    raise BudgetExhausted(f"{what}: the server says this key's query budget is spent ({problem})",
-                                          hint="the store keeps every answer received so far", status=status,
-                                          request_id=rid)
+                    raise BudgetExhausted(
+                        f"{what}: the server says this key's query budget is spent ({problem})",
+                        hint="the store keeps every answer received so far",
+                        status=status,
+                        request_id=rid,
+                    )
                 if status not in RETRYABLE_STATUS:
-                    raise OracleError(f"{what}: {problem}", status=status, request_id=rid)
+                    raise QueryError(f"{what}: {problem}", status=status, request_id=rid)
                 wait = retry_after_seconds(resp)
             if attempt >= self.retry.max_retries:
-                raise OracleUnavailable(f"{what}: gave up after {attempt + 1} attempts (last: {problem})",
-                                        hint="is the server running and reachable?", status=status)
+                raise ServerUnavailable(
+                    f"{what}: gave up after {attempt + 1} attempts (last: {problem})",
+                    hint="is the server running and reachable?",
+                    status=status,
+                )
             if wait is not None:
                 delay = wait + self._rng.uniform(0, 0.1 * max(wait, 0.05))  # honour Retry-After, desynchronise
             else:
@@ -229,100 +236,3 @@ class OracleClient:
             self.waits.append((wait, delay))
             attempt += 1
             await asyncio.sleep(delay)
-
-
-@dataclass
-class QueryReport:
-    """What :func:`query_all` did."""
-
-    requested: int = 0  # inputs handed in
-    skipped: int = 0  # already answered in the store: not sent
-    answered: int = 0  # new paid answers stored
-    replayed: int = 0  # answers recovered through Idempotency-Key replays (not charged)
-    failed: int = 0  # inputs refused for good (413/415/422 ...)
-    not_sent: int = 0  # left pending because the campaign stopped
-    stop_reason: str | None = None
-    server_budget_remaining: int | None = None
-    failures: list[str] = field(default_factory=list)
-
-
-async def query_all(
-    client: OracleClient,
-    store: QueryStore,
-    victim_id: str,
-    items: list[tuple[bytes, str]],
-    on_progress: Callable[[str], None] | None = None,
-) -> QueryReport:
-    """Query every ``(png, source)`` not yet answered for ``victim_id``; store each answer at once.
-
-    Stops early (rows stay ``pending``, a rerun resumes them) on budget exhaustion, a refused
-    key, or an unreachable server; ``report.stop_reason`` says why.
-    """
-    report = QueryReport(requested=len(items))
-    done = store.answered(victim_id)
-    todo: list[tuple[bytes, str, str]] = []
-    seen: set[str] = set()
-    for png, source in items:
-        sha = sha256_hex(png)
-        if sha in done or sha in seen:
-            report.skipped += 1
-            continue
-        seen.add(sha)
-        todo.append((png, source, sha))
-    queue: asyncio.Queue[tuple[bytes, str, str]] = asyncio.Queue()
-    for t in todo:
-        queue.put_nowait(t)
-    stop = asyncio.Event()
-    in_flight = [0]  # requests on the wire (each holds one unit of the local budget)
-
-    def progress(kind: str) -> None:
-        if on_progress is not None:
-            on_progress(kind)
-
-    async def worker() -> None:
-        while not stop.is_set():
-            try:
-                png, source, sha = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            # reserve one paid answer of the local budget per request in flight; if the budget
-            # is taken by requests in flight, wait: they may turn out free (replay) or fail
-            while client.local_budget is not None and client.local_budget - in_flight[0] <= 0:
-                if in_flight[0] == 0 or stop.is_set():
-                    if in_flight[0] == 0:
-                        report.stop_reason = report.stop_reason or "local budget spent"
-                        stop.set()
-                    queue.put_nowait((png, source, sha))
-                    return
-                await asyncio.sleep(0.005)
-            store.add_input(png, victim_id, source)  # pending, file on disk, before the request
-            store.mark_sent(sha, victim_id)
-            in_flight[0] += 1
-            try:
-                ans = await client.translate(png, idempotency_key=f"{victim_id}:{sha}")
-            except (AuthError, BudgetExhausted, OracleUnavailable) as err:
-                report.stop_reason = report.stop_reason or err.message
-                stop.set()
-                queue.put_nowait((png, source, sha))
-                return
-            except OracleError as err:
-                store.record_failure(sha, victim_id, err.message, err.request_id)
-                report.failed += 1
-                report.failures.append(f"{source or sha[:12]}: {err.message}")
-                progress("failed")
-                continue
-            finally:
-                in_flight[0] -= 1
-            store.record_answer(sha, victim_id, ans.png, ans.request_id)
-            if ans.replay:
-                report.replayed += 1
-                progress("replayed")
-            else:
-                report.answered += 1
-                progress("answered")
-
-    n_workers = max(1, min(client.concurrency, len(todo)))
-    await asyncio.gather(*(worker() for _ in range(n_workers)))
-    report.not_sent = queue.qsize()
-    report.server_budget_remaining = client.server_budget_remaining
-    return report

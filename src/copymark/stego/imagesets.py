@@ -19,7 +19,7 @@ import torch
 
 from copymark.errors import DataError
 from copymark.images import from_uint8, save_image, to_uint8
-from copymark.watermark.codecs import MAX_SIZE, MIN_SIZE, SIZE_STEP
+from copymark.stego.codecs import MAX_SIZE, MIN_SIZE, SIZE_STEP
 
 SizePolicy = Literal["resize", "center_crop", "error"]
 

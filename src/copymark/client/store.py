@@ -79,8 +79,10 @@ class QueryStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
-            raise DataError(f"{self.db_path}: not a query store index ({err})",
-                            hint="point --store at an empty folder or at an existing store") from None
+            raise DataError(
+                f"{self.db_path}: not a query store index ({err})",
+                hint="point --store at an empty folder or at an existing store",
+            ) from None
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -193,8 +195,10 @@ class QueryStore:
         if victim_id is None:
             vs = self.victims()
             if len(vs) != 1:
-                raise DataError(f"query store {self.root} holds {len(vs)} victims ({', '.join(vs) or 'none'})",
-                                hint="name the victim id")
+                raise DataError(
+                    f"query store {self.root} holds {len(vs)} victims ({', '.join(vs) or 'none'})",
+                    hint="name the victim id",
+                )
             victim_id = vs[0]
         rows = self._db.execute(
             "SELECT input_sha, answer_sha FROM queries WHERE victim_id=? AND status='answered' "

@@ -1,15 +1,9 @@
-"""Steganalysis on the attacker's side: score images, detection rate, ROC AUC, detector checkpoints.
+"""Steganalysis in use: score images, detector checkpoints, scoring folders.
 
 A steganalyzer (:mod:`copymark.nets.steganalysis`) gives every image a *stego score*, the
-softmax probability of its "stego" output. At a threshold ``t`` an image is flagged as stego
-when ``score >= t``. With known labels (1 = stego, 0 = cover) we report
-
-* ``detection_rate``: the fraction of stego images flagged (true-positive rate),
-* ``false_alarm_rate``: the fraction of covers flagged (false-positive rate),
-* ``accuracy`` at ``t``, and the threshold-free ROC AUC.
-
-:func:`roc_auc` is the Mann-Whitney form (probability that a random stego image scores above a
-random cover, ties counting one half), which equals ``sklearn.metrics.roc_auc_score``.
+softmax probability of its "stego" output; an image is flagged as stego when
+``score >= threshold``. The detection rate, false-alarm rate and ROC AUC of those scores are
+computed by :mod:`copymark.metrics.detection`.
 """
 
 from __future__ import annotations
@@ -19,11 +13,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from copymark.checkpoints import load_checkpoint, load_strict, save_checkpoint
 from copymark.config import parse_config
-from copymark.errors import DataError, WeightsError
+from copymark.errors import WeightsError
+from copymark.metrics.detection import rates_at, roc_auc
 from copymark.nets.steganalysis import (
     SRNet,
     SRNetConfig,
@@ -38,35 +32,6 @@ from copymark.nets.steganalysis import (
 
 SteganalyzerKind = Literal["xunet", "yenet", "srnet"]
 STEGANALYZER_KINDS: tuple[str, ...] = ("xunet", "yenet", "srnet")
-
-
-def roc_auc(scores: Any, labels: Any) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 = positive)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel()
-    if s.shape != y.shape:
-        raise DataError(f"roc_auc: {s.size} scores but {y.size} labels")
-    if not np.isin(y, (0, 1)).all():
-        raise DataError("roc_auc: labels must be 0 (cover) or 1 (stego)")
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise DataError(f"roc_auc needs both classes; got {n_pos} stego and {n_neg} cover images")
-    ranks = rankdata(s)  # average ranks for ties
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def rates_at(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
-    """Detection rate (TPR), false-alarm rate (FPR) and accuracy when ``score >= threshold`` flags stego."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(int)
-    flagged = s >= threshold
-    pos, neg = y == 1, y == 0
-    return {
-        "threshold": float(threshold),
-        "detection_rate": float(flagged[pos].mean()) if pos.any() else float("nan"),
-        "false_alarm_rate": float(flagged[neg].mean()) if neg.any() else float("nan"),
-        "accuracy": float((flagged == pos).mean()),
-    }
 
 
 def score_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -97,7 +62,10 @@ def parse_steganalyzer_config(data: dict[str, Any], where: str = "steganalyzer c
 
 
 def save_steganalyzer(
-    folder: str | Path, model: XuNet | YeNet | SRNet, config: SteganalyzerConfig, provenance: dict[str, Any] | None = None
+    folder: str | Path,
+    model: XuNet | YeNet | SRNet,
+    config: SteganalyzerConfig,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write a steganalyzer checkpoint folder (``model.safetensors`` + ``config.json``)."""
     return save_checkpoint(folder, model.state_dict(), config.model_dump(), provenance)
@@ -110,7 +78,9 @@ def load_steganalyzer(
     state, meta = load_checkpoint(folder, map_location=map_location)
     cfg = dict(meta["config"])
     if expected_kind is not None and cfg.get("kind") != expected_kind:
-        raise WeightsError(f"{folder}: checkpoint holds a {cfg.get('kind')!r} model, not a {expected_kind!r} steganalyzer")
+        raise WeightsError(
+            f"{folder}: checkpoint holds a {cfg.get('kind')!r} model, not a {expected_kind!r} steganalyzer"
+        )
     config = parse_steganalyzer_config(cfg, where=f"{folder}/config.json")
     model = build_steganalyzer(config)
     load_strict(model, state, str(folder))
@@ -122,7 +92,9 @@ def load_steganalyzer(
 # scoring folders (``copymark stego detect``)
 
 
-def _score_folder(model: torch.nn.Module, folder: str | Path, what: str, batch_size: int = 64) -> list[tuple[str, float]]:
+def _score_folder(
+    model: torch.nn.Module, folder: str | Path, what: str, batch_size: int = 64
+) -> list[tuple[str, float]]:
     """``(relative path, score)`` for every image of ``folder`` (recursive), each at its stored size."""
     from copymark.data.folders import image_files
     from copymark.images import load_image
@@ -168,7 +140,12 @@ def detect_folders(
             continue
         for f, s in _score_folder(model, folder, f"{name} folder"):
             rows.append({"set": name, "file": f, "score": s, "flagged": s >= threshold, "label": label})
-    summary: dict[str, Any] = {"model": config.kind, "checkpoint": str(model_dir), "threshold": float(threshold), "images": len(rows)}
+    summary: dict[str, Any] = {
+        "model": config.kind,
+        "checkpoint": str(model_dir),
+        "threshold": float(threshold),
+        "images": len(rows),
+    }
     for name in ("input", "covers", "stegos"):
         sel = [r for r in rows if r["set"] == name]
         if sel:

@@ -12,14 +12,11 @@ from sklearn.metrics import roc_auc_score
 from stego_helpers import COVER_SAMPLES, SECRET_SAMPLES, write_tiles
 
 from copymark.images import from_uint8
-from copymark.train.loop import LoopConfig, seed_everything
-from copymark.train.steganalysis import CoverStegoPairs, steganalysis_train_config
-from copymark.train.stego import STUDY_DEFAULTS, StegoPairs, StegoProcedure, stego_train_config
-from copymark.watermark.codecs import LSBCodec, NeuralCodec, load_codec
-from copymark.watermark.detect import load_steganalyzer, score_images
-from copymark.watermark.imagesets import load_image_set, save_image_set
-from copymark.watermark.quality import quality_report
-from copymark.watermark.training import (
+from copymark.stego.codecs import LSBCodec, NeuralCodec, load_codec
+from copymark.stego.detect import load_steganalyzer, score_images
+from copymark.stego.imagesets import load_image_set, save_image_set
+from copymark.stego.quality import quality_report
+from copymark.stego.training import (
     DetectDataConfig,
     DetectRunConfig,
     StegoDataConfig,
@@ -29,6 +26,9 @@ from copymark.watermark.training import (
     train_codec,
     train_detector,
 )
+from copymark.train.loop import LoopConfig, seed_everything
+from copymark.train.steganalysis import CoverStegoPairs, steganalysis_train_config
+from copymark.train.stego import STUDY_DEFAULTS, StegoPairs, StegoProcedure, stego_train_config
 
 TINY_ARCH = {"en2d": {"width": 8}, "gglnet": {"filters": 4, "prep_layers": 1, "hide_layers": 1, "reveal_layers": 1}}
 
@@ -54,7 +54,9 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "covers": covers, "secrets": secrets, "stegos": root / "stegos"}
 
 
-def _codec_cfg(folders, kind: str, iters: int, seed: int = 1, lr: float | None = None, save_every: int = 0) -> StegoRunConfig:
+def _codec_cfg(
+    folders, kind: str, iters: int, seed: int = 1, lr: float | None = None, save_every: int = 0
+) -> StegoRunConfig:
     return StegoRunConfig(
         procedure=stego_train_config(kind, lr=lr, **TINY_ARCH[kind]),
         loop=LoopConfig(iters=iters, batch_size=4, seed=seed, progress=False, save_every=save_every),

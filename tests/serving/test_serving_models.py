@@ -1,4 +1,4 @@
-"""Victim specs: classical filters checked against OpenCV / images.py, learned victims via translate."""
+"""Served image models (victims): classical filters checked against OpenCV / images.py, learned models via translate."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from copymark.errors import ConfigError, CopymarkError
-from copymark.extraction.victims import VALID_SPECS, load_victim
 from copymark.images import from_uint8, quantize, to_uint8, upscale_bicubic
+from copymark.serving.models import VALID_SPECS, load_model
 
 
 def _photo(h: int = 48, w: int = 64) -> torch.Tensor:
@@ -21,11 +21,13 @@ def _photo(h: int = 48, w: int = 64) -> torch.Tensor:
 
 def test_stylize_equals_opencv_on_8bit_input_and_is_deterministic():
     x = _photo()
-    v = load_victim("classical:stylize?sigma_s=20&sigma_r=0.3")
+    v = load_model("classical:stylize?sigma_s=20&sigma_r=0.3")
     assert (v.task, v.scale, v.name) == ("style", 1, "stylize")
     y = v(x)
     rgb = to_uint8(x[0]).permute(1, 2, 0).numpy()
-    ref = cv2.cvtColor(cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=20, sigma_r=0.3), cv2.COLOR_BGR2RGB)
+    ref = cv2.cvtColor(
+        cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=20, sigma_r=0.3), cv2.COLOR_BGR2RGB
+    )
     assert np.array_equal(to_uint8(y[0]).permute(1, 2, 0).numpy(), ref)
     assert torch.equal(v(x), y)
     assert (y - quantize(x)).abs().mean() > 0.01  # it really changes the image
@@ -33,11 +35,11 @@ def test_stylize_equals_opencv_on_8bit_input_and_is_deterministic():
 
 def test_edge_preserving_and_cartoon():
     x = _photo()
-    ep = load_victim("classical:edge_preserving?sigma_s=30&sigma_r=0.2&flags=2")
+    ep = load_model("classical:edge_preserving?sigma_s=30&sigma_r=0.2&flags=2")
     rgb = to_uint8(x[0]).permute(1, 2, 0).numpy()
     ref = cv2.edgePreservingFilter(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags=2, sigma_s=30, sigma_r=0.2)
     assert np.array_equal(to_uint8(ep(x)[0]).permute(1, 2, 0).numpy(), cv2.cvtColor(ref, cv2.COLOR_BGR2RGB))
-    cart = load_victim("classical:cartoon?levels=4")
+    cart = load_model("classical:cartoon?levels=4")
     y = to_uint8(cart(x)[0]).permute(1, 2, 0).numpy()
     # colours are quantised to 4 levels (bin centres 32, 96, 160, 224) except black edge pixels
     vals = set(np.unique(y).tolist())
@@ -49,7 +51,7 @@ def test_edge_preserving_and_cartoon():
 
 def test_bicubic_x4_is_images_upscale_bicubic():
     x = _photo(16, 20)
-    v = load_victim("classical:bicubic_x4")
+    v = load_model("classical:bicubic_x4")
     assert (v.task, v.scale) == ("sr", 4)
     y = v(x)
     assert y.shape == (1, 3, 64, 80)
@@ -61,20 +63,20 @@ def test_bicubic_x4_sharpen_is_an_unsharp_mask_of_bicubic():
     import numpy as np
 
     x = _photo(16, 20)
-    plain = load_victim("classical:bicubic_x4")(x)
-    sharp = load_victim("classical:bicubic_x4?sharpen=1")(x)
+    plain = load_model("classical:bicubic_x4")(x)
+    sharp = load_model("classical:bicubic_x4?sharpen=1")(x)
     assert sharp.shape == plain.shape and not torch.equal(sharp, plain)
     # reference: OpenCV's Gaussian blur (sigma 1.5, 3-sigma kernel, reflect-101 border)
     img = plain[0].permute(1, 2, 0).numpy().astype(np.float64)
     ref = np.clip(img + (img - cv2.GaussianBlur(img, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT_101)), 0, 1)
     assert np.abs(sharp[0].permute(1, 2, 0).numpy() - ref).max() < 1e-5
-    assert load_victim("classical:bicubic_x4?sharpen=1").id != load_victim("classical:bicubic_x4").id
+    assert load_model("classical:bicubic_x4?sharpen=1").id != load_model("classical:bicubic_x4").id
 
 
 def test_ids_are_stable_and_param_sensitive():
-    a = load_victim("classical:stylize")
-    b = load_victim("classical:stylize?sigma_r=0.3&sigma_s=20")
-    c = load_victim("classical:stylize?sigma_s=21")
+    a = load_model("classical:stylize")
+    b = load_model("classical:stylize?sigma_r=0.3&sigma_s=20")
+    c = load_model("classical:stylize?sigma_s=21")
     assert a.id == b.id != c.id
     assert len(a.id) == 16
 
@@ -93,14 +95,14 @@ def test_ids_are_stable_and_param_sensitive():
 )
 def test_bad_specs_name_the_problem_and_list_valid_ones(spec, match):
     with pytest.raises(ConfigError, match=match) as ei:
-        load_victim(spec)
+        load_model(spec)
     if "unknown classical" in match or "scheme" in match or "empty" in match:
         assert "classical:stylize" in (ei.value.hint or "")
 
 
 def test_missing_path_spec(tmp_path):
     with pytest.raises(CopymarkError, match="no such file"):
-        load_victim(str(tmp_path / "nothing.pt"))
+        load_model(str(tmp_path / "nothing.pt"))
     assert any("TorchScript" in s for s in VALID_SPECS)
 
 
@@ -119,7 +121,7 @@ def test_torchscript_victim(tmp_path):
     net = _TinySR().eval()
     p = tmp_path / "tiny_sr.pt"
     torch.jit.script(net).save(str(p))
-    v = load_victim(str(p))
+    v = load_model(str(p))
     assert (v.task, v.scale, v.name) == ("sr", 2, "tiny_sr")
     x = _photo(20, 24)
     y = v(x)
@@ -128,10 +130,10 @@ def test_torchscript_victim(tmp_path):
     assert y.shape == (1, 3, 40, 48)
     assert torch.allclose(y, ref, atol=1e-6)
     assert torch.equal(v(x), y)
-    assert load_victim(str(p)).id == v.id
+    assert load_model(str(p)).id == v.id
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
     with pytest.raises(CopymarkError, match="TorchScript"):
-        load_victim(str(tmp_path / "junk.pt"))
+        load_model(str(tmp_path / "junk.pt"))
 
 
 def test_checkpoint_folder_victim(tmp_path):
@@ -139,7 +141,7 @@ def test_checkpoint_folder_victim(tmp_path):
     cfg = build.parse_net_config({"kind": "unet", "ngf": 4, "num_downs": 5})
     net = build.build_net(cfg).eval()
     build.save_net(tmp_path / "ckpt", net, cfg)
-    v = load_victim(str(tmp_path / "ckpt"))
+    v = load_model(str(tmp_path / "ckpt"))
     assert (v.task, v.scale) == ("style", 1)
     x = from_uint8(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     y = v(x)

@@ -82,7 +82,9 @@ def check_image_batch(x: Any, what: str) -> None:
     if x.shape[1] != 3:
         raise ImageError(f"{what}: expected 3 (RGB) channels, got {x.shape[1]} in shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ImageError(f"{what}: expected a float tensor in [0, 1], got {x.dtype}", hint="use copymark.images.from_uint8")
+        raise ImageError(
+            f"{what}: expected a float tensor in [0, 1], got {x.dtype}", hint="use copymark.images.from_uint8"
+        )
     h, w = x.shape[-2:]
     for name, n in (("height", h), ("width", w)):
         if n % SIZE_STEP or not MIN_SIZE <= n <= MAX_SIZE:

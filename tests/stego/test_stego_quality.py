@@ -11,8 +11,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from stego_helpers import COVER_SAMPLES, SECRET_SAMPLES, tiles
 
 from copymark.images import load_image, to_uint8
-from copymark.watermark.codecs import LSBCodec, LSBCodecConfig
-from copymark.watermark.quality import VISIBILITY_COLUMNS, quality_report, run_codec, visibility_image
+from copymark.stego.codecs import LSBCodec, LSBCodecConfig
+from copymark.stego.quality import VISIBILITY_COLUMNS, quality_report, run_codec, visibility_image
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def _sk(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     x = to_uint8(a).permute(1, 2, 0).numpy()
     y = to_uint8(b).permute(1, 2, 0).numpy()
     p = peak_signal_noise_ratio(y, x, data_range=255)
-    s = structural_similarity(y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    s = structural_similarity(
+        y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     return p, s
 
 
@@ -44,7 +46,9 @@ def test_metrics_match_scikit_image(pairs, tmp_path, bits):
         assert rep["secret_psnr"]["values"][i] == pytest.approx(p, abs=1e-4)
         assert rep["secret_ssim"]["values"][i] == pytest.approx(s, abs=1e-4)
     v = rep["stego_psnr"]["values"]
-    assert rep["stego_psnr"]["mean"] == pytest.approx(np.mean(v)) and rep["stego_psnr"]["std"] == pytest.approx(np.std(v, ddof=1))
+    assert rep["stego_psnr"]["mean"] == pytest.approx(np.mean(v)) and rep["stego_psnr"]["std"] == pytest.approx(
+        np.std(v, ddof=1)
+    )
     assert rep["n_images"] == 6 and rep["visibility"]["rows"] == 3
     json.dumps(rep)  # JSON-ready
 

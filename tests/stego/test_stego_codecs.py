@@ -10,7 +10,7 @@ import torch
 from copymark.errors import ImageError, WeightsError
 from copymark.images import to_uint8
 from copymark.nets.stego import En2D, En2DConfig, GglNet, GglNetConfig
-from copymark.watermark.codecs import (
+from copymark.stego.codecs import (
     LSBCodec,
     LSBCodecConfig,
     NeuralCodec,
@@ -27,7 +27,9 @@ def _pair(n=2, h=32, w=32, seed=0):
     return torch.rand(n, 3, h, w, generator=g), torch.rand(n, 3, h, w, generator=g)
 
 
-@pytest.mark.parametrize("codec", [LSBCodec(), NeuralCodec(TINY["en2d"]), NeuralCodec(TINY["gglnet"])], ids=lambda c: c.kind)
+@pytest.mark.parametrize(
+    "codec", [LSBCodec(), NeuralCodec(TINY["en2d"]), NeuralCodec(TINY["gglnet"])], ids=lambda c: c.kind
+)
 @pytest.mark.parametrize("hw", [(32, 32), (40, 64), (256, 256)])
 def test_shapes_and_ranges(codec, hw):
     n = 1 if hw[0] == 256 else 2
@@ -144,7 +146,7 @@ def test_loading_another_kind_is_weights_error(tmp_path):
         load_codec(tmp_path / "e", expected_kind="gglnet")
     # a steganalyzer checkpoint is not a codec at all
     from copymark.nets.steganalysis import XuNetConfig, build_steganalyzer
-    from copymark.watermark.detect import save_steganalyzer
+    from copymark.stego.detect import save_steganalyzer
 
     cfg = XuNetConfig(width=2)
     save_steganalyzer(tmp_path / "x", build_steganalyzer(cfg), cfg)

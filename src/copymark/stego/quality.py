@@ -23,7 +23,7 @@ import torch
 
 from copymark.images import quantize, save_image
 from copymark.metrics.fidelity import psnr, ssim
-from copymark.watermark.codecs import LSBCodec, NeuralCodec, check_pair
+from copymark.stego.codecs import LSBCodec, NeuralCodec, check_pair
 
 VISIBILITY_GAIN = 5.0
 VISIBILITY_COLUMNS = ("cover", "stego", "|stego-cover|x5", "secret", "revealed")
@@ -42,7 +42,11 @@ def _summary(values: torch.Tensor) -> dict[str, Any]:
 
 
 def run_codec(
-    codec: LSBCodec | NeuralCodec, covers: torch.Tensor, secrets: torch.Tensor, batch_size: int = 32, quantize_stego: bool = True
+    codec: LSBCodec | NeuralCodec,
+    covers: torch.Tensor,
+    secrets: torch.Tensor,
+    batch_size: int = 32,
+    quantize_stego: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hide each secret in its cover and reveal it again, in batches -> ``(stegos, revealed)``."""
     check_pair(covers, secrets)
@@ -56,7 +60,9 @@ def run_codec(
     return torch.cat(stegos), torch.cat(revealed)
 
 
-def quality_metrics(covers: torch.Tensor, stegos: torch.Tensor, secrets: torch.Tensor, revealed: torch.Tensor) -> dict[str, Any]:
+def quality_metrics(
+    covers: torch.Tensor, stegos: torch.Tensor, secrets: torch.Tensor, revealed: torch.Tensor
+) -> dict[str, Any]:
     """PSNR/SSIM of cover vs stego and secret vs revealed (RGB, 8-bit values)."""
     return {
         "stego_psnr": _summary(psnr(stegos, covers)),
@@ -67,7 +73,11 @@ def quality_metrics(covers: torch.Tensor, stegos: torch.Tensor, secrets: torch.T
 
 
 def visibility_image(
-    covers: torch.Tensor, stegos: torch.Tensor, secrets: torch.Tensor, revealed: torch.Tensor, gain: float = VISIBILITY_GAIN
+    covers: torch.Tensor,
+    stegos: torch.Tensor,
+    secrets: torch.Tensor,
+    revealed: torch.Tensor,
+    gain: float = VISIBILITY_GAIN,
 ) -> torch.Tensor:
     """``3 x (N*H) x (5*W)`` image: per row cover | stego | |stego-cover| x gain | secret | revealed."""
     diff = ((stegos - covers).abs() * gain).clamp(0, 1)

@@ -66,7 +66,9 @@ def test_report_hide_reveal_lsb(data, tmp_path, capsys):
     assert rep["codec"] == "lsb" and rep["n_images"] == 6 and "values" not in rep["stego_psnr"]
     # 3 low bits changed: stego error < 8 levels -> PSNR > 20 log10(255/7) = 31.2 dB
     assert rep["stego_psnr"]["mean"] > 31.2
-    assert (run / "visibility.png").is_file() and json.loads((run / "metrics.json").read_text())["quality"]["n_images"] == 6
+    assert (run / "visibility.png").is_file() and json.loads((run / "metrics.json").read_text())["quality"][
+        "n_images"
+    ] == 6
     st, rv = tmp_path / "st", tmp_path / "rv"
     assert main(["stego", "hide", "--codec", "lsb", "--covers", str(data["covers"]), "--secrets", str(data["secrets"]),
                  "--out", str(st), "--size", "32", "--limit", "5"]) == 0  # fmt: skip
@@ -105,15 +107,110 @@ def test_detect_train_and_detect(data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["stego", "train", "--codec", "lsb", "--covers", "C", "--secrets", "S", "--run-dir", "R"], "not a trainable codec"),
+        (
+            ["stego", "train", "--codec", "lsb", "--covers", "C", "--secrets", "S", "--run-dir", "R"],
+            "not a trainable codec",
+        ),
         (["stego", "train", "--covers", "C", "--secrets", "S", "--run-dir", "R"], "missing --codec"),
-        (["stego", "train", "--codec", "en2d", "--covers", "{covers}", "--secrets", "{secrets}", "--run-dir", "R", "--size", "36"], "multiple of 8"),
-        (["stego", "train", "--codec", "en2d", "--covers", "{covers}", "--secrets", "{covers}", "--run-dir", "R", "--size", "32"], "same folder"),
-        (["stego", "train", "--codec", "en2d", "--covers", "{covers}", "--secrets", "{secrets}", "--run-dir", "R", "--size", "32", "--net-config", '{"widht": 3}'], "widht"),
+        (
+            [
+                "stego",
+                "train",
+                "--codec",
+                "en2d",
+                "--covers",
+                "{covers}",
+                "--secrets",
+                "{secrets}",
+                "--run-dir",
+                "R",
+                "--size",
+                "36",
+            ],
+            "multiple of 8",
+        ),
+        (
+            [
+                "stego",
+                "train",
+                "--codec",
+                "en2d",
+                "--covers",
+                "{covers}",
+                "--secrets",
+                "{covers}",
+                "--run-dir",
+                "R",
+                "--size",
+                "32",
+            ],
+            "same folder",
+        ),
+        (
+            [
+                "stego",
+                "train",
+                "--codec",
+                "en2d",
+                "--covers",
+                "{covers}",
+                "--secrets",
+                "{secrets}",
+                "--run-dir",
+                "R",
+                "--size",
+                "32",
+                "--net-config",
+                '{"widht": 3}',
+            ],
+            "widht",
+        ),
         (["stego", "train", "--run-dir", "{root}/nothing", "--resume"], "not a run folder"),
-        (["stego", "report", "--codec", "{root}/nope", "--covers", "{covers}", "--secrets", "{secrets}", "--run-dir", "R"], "checkpoint not found"),
-        (["stego", "report", "--codec", "lsb", "--covers", "{root}/missing", "--secrets", "{secrets}", "--run-dir", "R"], "not found"),
-        (["stego", "detect-train", "--covers", "{covers}", "--stegos", "{secrets}", "--model", "bignet", "--run-dir", "R"], "not a steganalyzer"),
+        (
+            [
+                "stego",
+                "report",
+                "--codec",
+                "{root}/nope",
+                "--covers",
+                "{covers}",
+                "--secrets",
+                "{secrets}",
+                "--run-dir",
+                "R",
+            ],
+            "checkpoint not found",
+        ),
+        (
+            [
+                "stego",
+                "report",
+                "--codec",
+                "lsb",
+                "--covers",
+                "{root}/missing",
+                "--secrets",
+                "{secrets}",
+                "--run-dir",
+                "R",
+            ],
+            "not found",
+        ),
+        (
+            [
+                "stego",
+                "detect-train",
+                "--covers",
+                "{covers}",
+                "--stegos",
+                "{secrets}",
+                "--model",
+                "bignet",
+                "--run-dir",
+                "R",
+            ],
+            "not a steganalyzer",
+        ),
         (["stego", "detect", "--model", "{root}/nope"], "nothing to score"),
     ],
 )
@@ -129,7 +226,7 @@ def test_bad_input_exits_2_with_message(data, tmp_path, capsys, monkeypatch, arg
 def test_codec_checkpoint_of_other_kind_via_cli(data, tmp_path, capsys):
     """A steganalyzer checkpoint passed as --codec is refused clearly."""
     from copymark.nets.steganalysis import XuNetConfig, build_steganalyzer
-    from copymark.watermark.detect import save_steganalyzer
+    from copymark.stego.detect import save_steganalyzer
 
     cfg = XuNetConfig(width=2)
     save_steganalyzer(tmp_path / "x", build_steganalyzer(cfg), cfg)
@@ -178,7 +275,7 @@ def test_train_on_gpu_with_amp(data, tmp_path, capsys):
                  "--device", "cuda", "--amp", "bf16", "--no-progress"]) == 0  # fmt: skip
     out = _last_json(capsys.readouterr().out)
     assert out["quality"]["secret_psnr"]["n"] == 4
-    from copymark.watermark.codecs import load_codec
+    from copymark.stego.codecs import load_codec
 
     codec = load_codec(run / "codec", expected_kind="en2d", map_location="cuda")
     c = torch.rand(2, 3, 32, 32, device="cuda")

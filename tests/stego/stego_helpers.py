@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from PIL import Image
 
 from copymark.data.samples import sample_path
@@ -30,7 +29,9 @@ def tiles(names: tuple[str, ...], size: int = 32, max_side: int = 128) -> list[t
     return out
 
 
-def write_tiles(folder: Path, names: tuple[str, ...], size: int = 32, max_side: int = 128, limit: int | None = None) -> Path:
+def write_tiles(
+    folder: Path, names: tuple[str, ...], size: int = 32, max_side: int = 128, limit: int | None = None
+) -> Path:
     ts = tiles(names, size, max_side)[:limit]
     for k, t in enumerate(ts):
         save_image(t, folder / f"t{k:03d}.png")

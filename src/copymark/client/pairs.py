@@ -19,8 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from copymark.client.store import QueryStore
 from copymark.errors import DataError
-from copymark.extraction.store import QueryStore
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def training_folder(store_dir: str | Path, out_dir: str | Path, victim_id: str |
     """Lay the store's answered pairs out for training in ``out_dir``; see the module docstring."""
     store_dir, out = Path(store_dir), Path(out_dir)
     if not (store_dir / "index.sqlite").is_file():
-        raise DataError(f"{store_dir}: not a query store (no index.sqlite)", hint="run `copymark extract --store DIR` first")
+        raise DataError(
+            f"{store_dir}: not a query store (no index.sqlite)", hint="run `copymark extract --store DIR` first"
+        )
     with QueryStore(store_dir) as store:
         victims = store.victims()
         if victim_id is None:

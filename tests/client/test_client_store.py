@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from copymark.errors import DataError
-from copymark.extraction.oracle import (
+from copymark.client.http import (
+    ApiClient,
     AuthError,
     BudgetExhausted,
-    OracleClient,
     RetryPolicy,
     backoff_delay,
-    query_all,
     retry_after_seconds,
 )
-from copymark.extraction.store import QueryStore, sha256_hex, store_pairs
-from copymark.extraction.victims import function_victim
+from copymark.client.queries import query_all
+from copymark.client.store import QueryStore, sha256_hex, store_pairs
+from copymark.errors import DataError
 from copymark.images import decode_image_bytes, encode_png, quantize
 from copymark.serving.app import create_app
+from copymark.serving.models import function_model
 from copymark.serving.settings import ServeSettings
 
 KEY = "oracle-test-key"
@@ -140,8 +140,8 @@ def test_retry_after_parsing():
     assert retry_after_seconds(resp(**{"retry-after": "3"})) == 3.0
     assert retry_after_seconds(resp(**{"retry-after": "1", "x-retry-after-ms": "250"})) == 0.25
     assert retry_after_seconds(resp()) is None
-    from email.utils import formatdate
     import time
+    from email.utils import formatdate
 
     got = retry_after_seconds(resp(**{"retry-after": formatdate(time.time() + 30, usegmt=True)}))
     assert 25 < got <= 31
@@ -153,12 +153,12 @@ def test_retry_after_parsing():
 
 def _app(tmp_path, budget=100, rate=1000.0, burst=1000, fn=_invert, **kw):
     (tmp_path / "keys.json").write_text(json.dumps({KEY: {"budget": budget, "rate_per_s": rate, "burst": burst}}))
-    return create_app(function_victim(fn, "invert"), ServeSettings(keys_file=tmp_path / "keys.json", **kw))
+    return create_app(function_model(fn, "invert"), ServeSettings(keys_file=tmp_path / "keys.json", **kw))
 
 
 async def _run_query_all(app, store, items, key=KEY, **client_kw):
     async with app.router.lifespan_context(app):
-        client = OracleClient("http://victim.test", key, transport=httpx.ASGITransport(app=app), seed=0, **client_kw)
+        client = ApiClient("http://victim.test", key, transport=httpx.ASGITransport(app=app), seed=0, **client_kw)
         async with client:
             info = await client.info()
             rep = await query_all(client, store, info["victim_id"], items)
@@ -202,7 +202,7 @@ def test_wrong_key_stops_cleanly(tmp_path):
 
     async def go():
         async with app.router.lifespan_context(app):
-            async with OracleClient("http://victim.test", "wrong-key-123", transport=httpx.ASGITransport(app=app)) as c:
+            async with ApiClient("http://victim.test", "wrong-key-123", transport=httpx.ASGITransport(app=app)) as c:
                 rep = await query_all(c, store, "v", [(_png(i), "") for i in range(3)])
                 with pytest.raises(AuthError, match="refused the API key"):
                     await c.translate(_png(0))
@@ -233,7 +233,7 @@ def test_local_budget_is_respected(tmp_path):
     assert rep.answered == 4 and client.stats["sent"] == 4 and rep.stop_reason == "local budget spent"
 
     async def direct():
-        c = OracleClient("http://x", KEY, local_budget=0)
+        c = ApiClient("http://x", KEY, local_budget=0)
         try:
             with pytest.raises(BudgetExhausted, match="local query budget"):
                 await c.translate(_png(0))

@@ -7,7 +7,7 @@ trained model and evaluate it on held-out images:
 ``train_codec``
     En2D / GglNet from a cover folder and a secret folder. The last ``holdout`` images (in
     path order) of each folder are kept out of training; afterwards the codec is exported to
-    ``<run>/codec/`` (a codec checkpoint, :func:`copymark.watermark.codecs.load_codec`) and the
+    ``<run>/codec/`` (a codec checkpoint, :func:`copymark.stego.codecs.load_codec`) and the
     quality report on the held-out pairs goes to ``metrics.json`` (key ``quality``) and
     ``visibility.png``.
 ``train_detector``
@@ -30,10 +30,10 @@ from pydantic import Field, ValidationError
 from copymark.config import StrictModel, format_validation_error
 from copymark.errors import ConfigError, DataError
 from copymark.runs import Run
+from copymark.stego.imagesets import ImageSet, check_size, load_image_set
 from copymark.train.loop import LoopConfig, seed_everything, train_loop
 from copymark.train.steganalysis import CoverStegoPairs, SteganalysisProcedure, SteganalysisTrainConfig
 from copymark.train.stego import StegoPairs, StegoProcedure, StegoTrainConfig
-from copymark.watermark.imagesets import ImageSet, check_size, load_image_set
 
 CODEC_EXPORT = "codec"
 DETECTOR_EXPORT = "detector"
@@ -91,7 +91,9 @@ def _codec_data(cfg: StegoRunConfig) -> tuple[StegoPairs, torch.Tensor, torch.Te
     d = cfg.data
     check_size(d.size)
     if Path(d.covers).resolve() == Path(d.secrets).resolve():
-        raise DataError("--covers and --secrets are the same folder", hint="use disjoint image sets for covers and secrets")
+        raise DataError(
+            "--covers and --secrets are the same folder", hint="use disjoint image sets for covers and secrets"
+        )
     covers = load_image_set(d.covers, d.size, d.limit, d.resize_policy, what="cover folder")
     secrets = load_image_set(d.secrets, d.size, d.limit, d.resize_policy, what="secret folder")
     c_train, c_hold = _split(covers, d.holdout, "cover folder", cfg.loop.batch_size)
@@ -99,21 +101,33 @@ def _codec_data(cfg: StegoRunConfig) -> tuple[StegoPairs, torch.Tensor, torch.Te
     return StegoPairs(c_train, s_train, seed=cfg.loop.seed), c_hold, s_hold
 
 
-def _finish_codec(run: Run, proc: StegoProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any) -> dict[str, Any]:
+def _finish_codec(
+    run: Run, proc: StegoProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any
+) -> dict[str, Any]:
     from copymark.images import from_uint8
-    from copymark.watermark.codecs import NeuralCodec, save_codec
-    from copymark.watermark.quality import quality_report
+    from copymark.stego.codecs import NeuralCodec, save_codec
+    from copymark.stego.quality import quality_report
 
     codec = NeuralCodec(proc.config.codec, proc.nets["codec"])
-    save_codec(run.path / CODEC_EXPORT, codec, {"run": str(run.path), **proc.provenance(), "iterations": result.iterations})
-    out: dict[str, Any] = {"codec": str(run.path / CODEC_EXPORT), "iterations": result.iterations, "train_seconds": result.seconds}
+    save_codec(
+        run.path / CODEC_EXPORT, codec, {"run": str(run.path), **proc.provenance(), "iterations": result.iterations}
+    )
+    out: dict[str, Any] = {
+        "codec": str(run.path / CODEC_EXPORT),
+        "iterations": result.iterations,
+        "train_seconds": result.seconds,
+    }
     k = min(len(c_hold), len(s_hold))
     if k:
         out["quality"] = quality_report(codec, from_uint8(c_hold[:k]), from_uint8(s_hold[:k]), out_dir=run.path)
         q = out["quality"]
         run.log(
             "held-out quality (%d pairs): stego PSNR %.2f dB SSIM %.4f, revealed secret PSNR %.2f dB SSIM %.4f",
-            k, q["stego_psnr"]["mean"], q["stego_ssim"]["mean"], q["secret_psnr"]["mean"], q["secret_ssim"]["mean"],
+            k,
+            q["stego_psnr"]["mean"],
+            q["stego_ssim"]["mean"],
+            q["secret_psnr"]["mean"],
+            q["secret_ssim"]["mean"],
         )
     run.update_metrics(out)
     return out
@@ -169,13 +183,17 @@ def _read_config(model: Any, raw: dict[str, Any], p: Path) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{p}/config.json"), hint="is this a run of this command?") from None
+        raise ConfigError(
+            format_validation_error(err, f"{p}/config.json"), hint="is this a run of this command?"
+        ) from None
 
 
 def _require_run(run_dir: str | Path) -> Path:
     p = Path(run_dir)
     if not (p / "config.json").is_file():
-        raise ConfigError(f"{p} is not a run folder (no config.json); nothing to resume", hint="start the run without --resume")
+        raise ConfigError(
+            f"{p} is not a run folder (no config.json); nothing to resume", hint="start the run without --resume"
+        )
     return p
 
 
@@ -188,7 +206,7 @@ def load_pairs(covers: str | Path, stegos: str | Path, limit: int | None = None)
 
     Resizing would wash out the embedding, so every image must have the size of the first one.
     """
-    from copymark.data.folders import image_size, image_files
+    from copymark.data.folders import image_files, image_size
 
     cover_files = image_files(covers, "cover folder", recursive=True)
     h, w = image_size(cover_files[0])
@@ -218,19 +236,31 @@ def _detector_data(cfg: DetectRunConfig) -> tuple[CoverStegoPairs, torch.Tensor,
     return CoverStegoPairs(c_train, s_train, seed=cfg.loop.seed, augment=cfg.procedure.augment), c_hold, s_hold
 
 
-def _finish_detector(run: Run, proc: SteganalysisProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any) -> dict[str, Any]:
+def _finish_detector(
+    run: Run, proc: SteganalysisProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any
+) -> dict[str, Any]:
     from copymark.images import from_uint8
-    from copymark.watermark.detect import rates_at, roc_auc, save_steganalyzer, score_images
+    from copymark.metrics.detection import rates_at, roc_auc
+    from copymark.stego.detect import save_steganalyzer, score_images
 
     net = proc.nets["detector"].eval()
     save_steganalyzer(run.path / DETECTOR_EXPORT, net, proc.config.model, {"run": str(run.path), **proc.provenance()})
-    out: dict[str, Any] = {"detector": str(run.path / DETECTOR_EXPORT), "iterations": result.iterations, "train_seconds": result.seconds}
+    out: dict[str, Any] = {
+        "detector": str(run.path / DETECTOR_EXPORT),
+        "iterations": result.iterations,
+        "train_seconds": result.seconds,
+    }
     if len(c_hold):
         sc = score_images(net, from_uint8(c_hold)).tolist()
         ss = score_images(net, from_uint8(s_hold)).tolist()
         scores, labels = sc + ss, [0] * len(sc) + [1] * len(ss)
         out["heldout"] = {"pairs": len(sc), "roc_auc": roc_auc(scores, labels), **rates_at(scores, labels, 0.5)}
-        run.log("held-out (%d pairs): ROC AUC %.4f, detection rate %.4f at 0.5", len(sc), out["heldout"]["roc_auc"], out["heldout"]["detection_rate"])
+        run.log(
+            "held-out (%d pairs): ROC AUC %.4f, detection rate %.4f at 0.5",
+            len(sc),
+            out["heldout"]["roc_auc"],
+            out["heldout"]["detection_rate"],
+        )
     run.update_metrics(out)
     return out
 

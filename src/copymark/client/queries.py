@@ -1,0 +1,116 @@
+"""Resumable querying: many inputs through an :class:`~copymark.client.http.ApiClient` into a query store.
+
+:func:`query_all` drives a list of query images through the client into a
+:class:`~copymark.client.store.QueryStore`: inputs already answered for this victim are
+skipped (never queried twice), each input is registered ``pending`` before its request goes
+out and its answer is recorded the moment it arrives. Every request carries
+``Idempotency-Key: <victim id>:<input sha256>``, so if a run is killed after the server
+answered but before the answer was stored, the rerun's request is a free replay of the same
+answer instead of a second paid query (on a server that keeps replies, as copymark's does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from copymark.client.http import ApiClient, AuthError, BudgetExhausted, QueryError, ServerUnavailable
+from copymark.client.store import QueryStore, sha256_hex
+
+
+@dataclass
+class QueryReport:
+    """What :func:`query_all` did."""
+
+    requested: int = 0  # inputs handed in
+    skipped: int = 0  # already answered in the store: not sent
+    answered: int = 0  # new paid answers stored
+    replayed: int = 0  # answers recovered through Idempotency-Key replays (not charged)
+    failed: int = 0  # inputs refused for good (413/415/422 ...)
+    not_sent: int = 0  # left pending because the campaign stopped
+    stop_reason: str | None = None
+    server_budget_remaining: int | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+async def query_all(
+    client: ApiClient,
+    store: QueryStore,
+    victim_id: str,
+    items: list[tuple[bytes, str]],
+    on_progress: Callable[[str], None] | None = None,
+) -> QueryReport:
+    """Query every ``(png, source)`` not yet answered for ``victim_id``; store each answer at once.
+
+    Stops early (rows stay ``pending``, a rerun resumes them) on budget exhaustion, a refused
+    key, or an unreachable server; ``report.stop_reason`` says why.
+    """
+    report = QueryReport(requested=len(items))
+    done = store.answered(victim_id)
+    todo: list[tuple[bytes, str, str]] = []
+    seen: set[str] = set()
+    for png, source in items:
+        sha = sha256_hex(png)
+        if sha in done or sha in seen:
+            report.skipped += 1
+            continue
+        seen.add(sha)
+        todo.append((png, source, sha))
+    queue: asyncio.Queue[tuple[bytes, str, str]] = asyncio.Queue()
+    for t in todo:
+        queue.put_nowait(t)
+    stop = asyncio.Event()
+    in_flight = [0]  # requests on the wire (each holds one unit of the local budget)
+
+    def progress(kind: str) -> None:
+        if on_progress is not None:
+            on_progress(kind)
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                png, source, sha = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            # reserve one paid answer of the local budget per request in flight; if the budget
+            # is taken by requests in flight, wait: they may turn out free (replay) or fail
+            while client.local_budget is not None and client.local_budget - in_flight[0] <= 0:
+                if in_flight[0] == 0 or stop.is_set():
+                    if in_flight[0] == 0:
+                        report.stop_reason = report.stop_reason or "local budget spent"
+                        stop.set()
+                    queue.put_nowait((png, source, sha))
+                    return
+                await asyncio.sleep(0.005)
+            store.add_input(png, victim_id, source)  # pending, file on disk, before the request
+            store.mark_sent(sha, victim_id)
+            in_flight[0] += 1
+            try:
+                ans = await client.translate(png, idempotency_key=f"{victim_id}:{sha}")
+            except (AuthError, BudgetExhausted, ServerUnavailable) as err:
+                report.stop_reason = report.stop_reason or err.message
+                stop.set()
+                queue.put_nowait((png, source, sha))
+                return
+            except QueryError as err:
+                store.record_failure(sha, victim_id, err.message, err.request_id)
+                report.failed += 1
+                report.failures.append(f"{source or sha[:12]}: {err.message}")
+                progress("failed")
+                continue
+            finally:
+                in_flight[0] -= 1
+            store.record_answer(sha, victim_id, ans.png, ans.request_id)
+            if ans.replay:
+                report.replayed += 1
+                progress("replayed")
+            else:
+                report.answered += 1
+                progress("answered")
+
+    n_workers = max(1, min(client.concurrency, len(todo)))
+    await asyncio.gather(*(worker() for _ in range(n_workers)))
+    report.not_sent = queue.qsize()
+    report.server_budget_remaining = client.server_budget_remaining
+    return report
