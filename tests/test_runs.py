@@ -100,3 +100,17 @@ def test_new_run_dir_unique(tmp_path):
     a.mkdir()
     b = new_run_dir(tmp_path, "train")
     assert b != a and not b.exists()
+
+
+def test_create_or_reuse_run_reopens_the_same_config_and_refuses_another(tmp_path):
+    from copymark.errors import CopymarkError
+    from copymark.runs import create_or_reuse_run
+
+    cfg = {"victim": "a", "sets": {"test": "t", "n": 3}, "seed": 0}
+    run = create_or_reuse_run(tmp_path / "r", cfg)
+    run.update_metrics({"x": 1})
+    again = create_or_reuse_run(tmp_path / "r", dict(cfg))
+    assert again.metrics() == {"x": 1}  # reopened, nothing lost
+    with pytest.raises(CopymarkError, match=r"differs in: sets\.n, victim"):
+        create_or_reuse_run(tmp_path / "r", {**cfg, "victim": "b", "sets": {"test": "t", "n": 4}})
+    assert again.metrics() == {"x": 1}

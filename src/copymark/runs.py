@@ -145,6 +145,46 @@ def create_run(path: str | Path, config: dict[str, Any], device: str | None = No
     return run
 
 
+def _config_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Paths (``a.b.c``) where two JSON-like configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            key = f"{where}.{k}" if where else str(k)
+            if k not in old or k not in new:
+                out.append(key)
+            else:
+                out += _config_differences(old[k], new[k], key)
+        return out
+    return [] if old == new else [where or "(config)"]
+
+
+def create_or_reuse_run(
+    path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None
+) -> Run:
+    """Create a run folder, or reopen one that holds a run of exactly this ``config``.
+
+    A folder whose recorded config.json differs is refused (naming the differing keys), so
+    one run folder never mixes the outputs of two configurations (e.g. two victims).
+    ``config`` is compared after a JSON round trip (tuples = lists, paths = strings).
+    """
+    import json
+
+    p = Path(path)
+    if not (p / CONFIG).exists():
+        return create_run(p, config, device, seed)
+    recorded = read_json(p / CONFIG)
+    wanted = json.loads(json.dumps(config, default=str))
+    diff = _config_differences(recorded, wanted)
+    if diff:
+        shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+        raise CopymarkError(
+            f"{p} holds a run of another configuration (differs in: {shown})",
+            hint="choose another --run-dir, or rerun with the same options to resume it",
+        )
+    return open_run(p)
+
+
 def open_run(path: str | Path) -> Run:
     """Open an existing run folder (to resume it or add to it)."""
     p = Path(path)

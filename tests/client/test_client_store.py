@@ -287,3 +287,20 @@ def test_store_index_readable_while_client_writes(tmp_path):
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("SELECT COUNT(*) FROM queries").fetchone()[0] == 1
     con.close()
+
+
+def test_answer_for_returns_verified_bytes_and_names_a_damaged_file(tmp_path):
+    store = QueryStore(tmp_path / "s")
+    sha = store.add_input(_png(1), "v1")
+    assert store.answer_for(sha, "v1") is None  # pending: no answer yet
+    ans = _png(2)
+    ans_sha = store.record_answer(sha, "v1", ans)
+    assert store.answer_for(sha, "v1") == ans
+    assert store.answer_for(sha, "another-victim") is None  # keyed by the victim too
+    p = store.answer_path(ans_sha)
+    p.write_bytes(bytes([ans[0] ^ 0xFF]) + ans[1:])  # same size, one byte flipped
+    with pytest.raises(DataError, match="does not match its hash"):
+        store.answer_for(sha, "v1")
+    p.unlink()
+    with pytest.raises(DataError, match="answer file missing"):
+        store.answer_for(sha, "v1")

@@ -157,6 +157,30 @@ class QueryStore:
         ).fetchone()
         return row[0] if row else None
 
+    def answer_for(self, input_sha: str, victim_id: str) -> bytes | None:
+        """The stored answer of ``victim_id`` to the input with hash ``input_sha`` (None if not
+        answered). The file is checked against its hash: a damaged answer is a DataError naming
+        it, never returned."""
+        row = self._db.execute(
+            "SELECT answer_sha FROM queries WHERE input_sha=? AND victim_id=? AND status='answered'",
+            (input_sha, victim_id),
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        p = self.answer_path(row[0])
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise DataError(
+                f"query store {self.root}: answer file missing: {p}", hint="run `copymark store check --repair`"
+            ) from None
+        if sha256_hex(data) != row[0]:
+            raise DataError(
+                f"query store {self.root}: answer file {p} does not match its hash (damaged)",
+                hint="run `copymark store check --repair`",
+            )
+        return data
+
     def answered(self, victim_id: str) -> set[str]:
         """Input hashes already answered by this victim."""
         rows = self._db.execute(
