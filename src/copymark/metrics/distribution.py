@@ -21,6 +21,12 @@ kernel ``k(x, y) = (x . y / d + 1)^3``, averaged over ``n_subsets`` random subse
 reports them). KID needs the features themselves (``N x D``, small); the images still stream.
 
 FID is biased for small sets: report KID (with its std) and the number of images beside it.
+
+Precision: features are kept in float64 exactly as the feature net gave them (never rounded to
+float32), and all moments and kernels are computed in float64. The feature net itself runs in
+float32 (Inception-v3), whose conv kernels give last-bit differences between batch sizes and
+CPUs; compare FID/KID of one set computed with different batch sizes with a tolerance of that
+order (about 1e-6 relative), or use a float64 feature net to test the streaming arithmetic.
 """
 
 from __future__ import annotations
@@ -259,7 +265,9 @@ class FeatureDistances:
         if self.want_fid:
             self.moments[which].update(f)
         if self.want_kid:
-            self.features[which].append(f.astype(np.float32))
+            self.features[which].append(
+                f
+            )  # float64, as the net gave it: never rounded (KID converts to float64 anyway)
 
     def update(
         self, pred: torch.Tensor | list[torch.Tensor] | None, ref: torch.Tensor | list[torch.Tensor] | None
