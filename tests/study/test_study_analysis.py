@@ -70,12 +70,14 @@ def test_cli_simulate_then_analyze(tmp_path, capsys):
     assert main(["study", "analyze", str(csv), "--out", str(out_dir)]) == 0
     text = capsys.readouterr().out
     assert "Verdict: equivalent" in text and "p_low=" in text and "p_high=" in text and "90% CI" in text
+    assert "tightest bound established at alpha 0.05: raw +/-" in text
     for name in (
         "analysis.md",
         "analysis.html",
         "analysis.json",
         "per_image.csv",
         "scores.png",
+        "score_histograms.png",
         "per_image.png",
         "config.json",
         "env.json",
@@ -112,7 +114,7 @@ def test_cli_export_and_analyze_a_study(study_dir, tmp_path, capsys):
     with TestClient(create_app(study_dir, "pw")) as c:
         for k in range(4):  # four participants, each in a fresh session
             c.cookies.clear()
-            c.post("/consent", data={"agree": "yes"})
+            c.post("/consent", data={"agree": "yes", "pid": f"P-{k}"})
             for step in range(7):
                 html = c.get("/rate").text
                 f = dict(re.findall(r'name="(position|item_id|nonce)" value="([^"]+)"', html))
@@ -236,3 +238,21 @@ def test_participant_level_check_is_a_paired_tost():
     ref = tost_one_sample(diffs, an.tost.low, an.tost.high)
     assert an.participant_level["participants"] == 50
     assert an.participant_level["p"] == pytest.approx(ref.p) and an.participant_level["equivalent"] == ref.equivalent
+
+
+def test_tightest_bound_from_raw_ratings():
+    """The smallest symmetric bound the ratings establish at alpha, checked with statsmodels' ttost_ind."""
+    from statsmodels.stats.weightstats import ttost_ind
+
+    rows = simulate_ratings(125, 0.1, per_participant=20, seed=3)
+    an = analyze_ratings(rows)
+    v = np.array([r["score"] for r in rows if r["model"] == "victim"], float)
+    s = np.array([r["score"] for r in rows if r["model"] == "surrogate"], float)
+    b = an.tost.tightest_bound
+    p, _, _ = ttost_ind(v, s, -b, b, usevar="unequal")
+    assert p == pytest.approx(0.05, rel=1e-8)
+    assert an.tost.tightest_bound_d == pytest.approx(b / pooled_sd(v.std(ddof=1), v.size, s.std(ddof=1), s.size))
+    assert an.tost.equivalent == (an.tost.tightest_bound_d < 0.3)
+    from copymark.study.analysis import render_markdown
+
+    assert f"raw [{-b:+.3f}, {b:+.3f}]" in render_markdown(an, {})

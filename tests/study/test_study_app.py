@@ -43,10 +43,10 @@ def db_rows(study_dir) -> list[tuple]:
         con.close()
 
 
-def start(client) -> None:
-    r = client.get("/")
-    assert r.status_code == 200 and 'name="agree"' in r.text
-    r = client.post("/consent", data={"agree": "yes"})
+def start(client, pid: str = "P-1") -> None:
+    r = client.get("/", params={"pid": pid})
+    assert r.status_code == 200 and 'name="agree"' in r.text and f'value="{pid}"' in r.text
+    r = client.post("/consent", data={"agree": "yes", "pid": pid})
     assert r.status_code == 200 and r.url.path == "/instructions"
     assert "Example 1" in r.text and "/image/" in r.text
 
@@ -154,7 +154,7 @@ def test_missing_session_and_consent(study_dir):
             assert r.status_code == 401 and "session" in r.text
         r = c.post("/rate", data={"position": "0", "item_id": "x", "nonce": "y", "score": "3"})
         assert r.status_code == 401
-        r = c.post("/consent", data={})
+        r = c.post("/consent", data={"pid": "P-9"})
         assert r.status_code == 400 and "consent" in r.text.lower()
         assert StudyStore(study_dir, load_study(study_dir)).counts()["participants_started"] == 0
 

@@ -1,5 +1,7 @@
 """A whole participant session in headless Chromium (Debian's, via Playwright) against a real
-``copymark study serve`` process on 127.0.0.1; then the stored answers are checked in SQLite."""
+``copymark study serve --participant-ids FILE`` process on 127.0.0.1, through a personal link, with
+the optional demographic questions (one answered, one left blank); then the stored answers are
+checked in SQLite."""
 
 from __future__ import annotations
 
@@ -33,8 +35,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PID = "invited-7f3a"
+
+
 @pytest.fixture
-def server(study_dir):
+def browser_study(tmp_path, image_folders) -> Path:
+    from copymark.study.design import create_study
+
+    out = tmp_path / "browser_study"
+    create_study(
+        image_folders["victim"],
+        image_folders["surrogate"],
+        image_folders["examples"],
+        out,
+        per_participant=6,
+        seed=3,
+        attention_checks=1,
+        demographics=["gender", "age"],
+    )
+    return out
+
+
+@pytest.fixture
+def server(browser_study, tmp_path):
+    study_dir = browser_study
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"# invited\n{PID}\nother-id\n")
     port = _free_port()
     env = {**os.environ, "COPYMARK_STUDY_ADMIN_PASSWORD": "browser-pw"}
     proc = subprocess.Popen(
@@ -51,6 +77,8 @@ def server(study_dir):
             str(port),
             "--log-level",
             "warning",
+            "--participant-ids",
+            str(ids),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -78,7 +106,8 @@ def server(study_dir):
             proc.kill()
 
 
-def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path):
+def test_participant_session_in_chromium(server, browser_study, artifacts_dir: Path):
+    study_dir = browser_study
     from playwright.sync_api import expect, sync_playwright
 
     exe = chromium_path_or_skip()
@@ -88,8 +117,18 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
         try:
             ctx = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
             page = ctx.new_page()
-            page.goto(server + "/")
+            page.goto(server + "/")  # without the personal link: refused
+            assert "Personal link needed" in page.content()
+            page.goto(server + f"/?pid={PID}")
             page.get_by_label("I have read the information above and agree to take part.").check()
+            with page.expect_navigation():
+                page.get_by_role("button", name="Continue").click()
+            # the optional questions: answer one by its label, leave the other blank (nothing is required)
+            assert page.url.endswith("/about-you")
+            assert page.locator("input[type=radio][required]").count() == 0
+            page.locator("label[for=age-3]").click()
+            assert page.locator("#age-3").is_checked()
+            page.screenshot(path=str(artifacts_dir / "study_about_you_mobile.png"), full_page=True)
             with page.expect_navigation():
                 page.get_by_role("button", name="Continue").click()
             assert page.url.endswith("/instructions")
@@ -141,6 +180,8 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
         parts = con.execute(
             "SELECT COUNT(*), MAX(completion_code) FROM participants WHERE completed_at IS NOT NULL"
         ).fetchone()
+        demo = con.execute("SELECT question, answer FROM demographics ORDER BY question").fetchall()
+        external = con.execute("SELECT external_id FROM participants").fetchall()
     finally:
         con.close()
     assert [(r[1], r[3]) for r in rows] == chosen
@@ -157,6 +198,8 @@ def test_participant_session_in_chromium(server, study_dir, artifacts_dir: Path)
     att = [r for r in rows if r[2] == "attention"]
     assert att[0][3] == att[0][4]  # the instructed answer was given
     assert parts == (1, code)
+    assert demo == [("age", "35-44"), ("gender", None)]  # the blank question is stored as skipped
+    assert external == [(PID,)]
     # the admin sees it live
     r = httpx.get(server + "/admin", auth=("admin", "browser-pw"))
     assert r.status_code == 200 and 'id="completed">1<' in r.text

@@ -36,6 +36,8 @@ class TostResult:
     ``low_d``/``high_d``: bounds in Cohen's d; ``low``/``high``: the same in raw units
     (``d * sd_pooled``). ``p`` = max of the one-sided p values; ``ci`` is the
     ``1 - 2 alpha`` confidence interval of the difference. ``equivalent`` is ``p < alpha``.
+    ``tightest_bound`` (raw) and ``tightest_bound_d``: the smallest symmetric bound
+    ``[-b, b]`` the data establish at ``alpha``; see :func:`tightest_bound`.
     """
 
     diff: float
@@ -56,6 +58,8 @@ class TostResult:
     alpha: float
     usevar: str
     equivalent: bool
+    tightest_bound: float
+    tightest_bound_d: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +73,17 @@ class TostResult:
             f"(raw [{self.low:+.3f}, {self.high:+.3f}]); "
             f"{100 * (1 - 2 * self.alpha):.0f}% CI of the difference [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]"
         )
+
+
+def tightest_bound(diff: float, se: float, df: float, alpha: float = 0.05) -> float:
+    """Smallest ``b`` such that the TOST with raw bounds ``[-b, b]`` concludes equivalence at ``alpha``.
+
+    Both one-sided tests reject iff ``(diff + b) / se > t_c`` and ``(diff - b) / se < -t_c`` with
+    ``t_c = t_{1-alpha}(df)``, i.e. iff ``b > |diff| + t_c se``: the larger end (in absolute value)
+    of the ``1 - 2 alpha`` CI. At exactly this ``b`` the TOST p equals ``alpha``; any wider symmetric
+    bound is established, any narrower one is not. (Welch's df and SE do not depend on the bound.)
+    """
+    return abs(diff) + float(_st.t.ppf(1.0 - alpha, df)) * se
 
 
 def tost_from_stats(
@@ -96,6 +111,7 @@ def tost_from_stats(
     p_high = float(_st.t.cdf(t_high, df))
     q = float(_st.t.ppf(1.0 - alpha, df))
     p = max(p_low, p_high)
+    b_min = tightest_bound(diff, se, df, alpha)
     return TostResult(
         diff=diff,
         sd_pooled=sp,
@@ -115,6 +131,8 @@ def tost_from_stats(
         alpha=alpha,
         usevar=usevar,
         equivalent=bool(p < alpha),
+        tightest_bound=b_min,
+        tightest_bound_d=b_min / sp if sp > 0 else float("inf"),
     )
 
 

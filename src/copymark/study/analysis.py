@@ -9,9 +9,12 @@ Reported: per-model mean, SD, n (and participants); Welch's t test; a TOST equiv
 bounds in Cohen's d (default +/-0.3) converted to raw scale points with the pooled SD, with both
 one-sided p values and the 90 % CI of the difference; a power analysis (achieved power, ratings
 and participants needed, smallest bound establishable with the requested power); a per-image
-breakdown; plots of the score distributions. As in the paper, every rating counts as one
-observation (ratings of one participant are not independent; the participant-level means are
-also reported as a check).
+breakdown; the tightest equivalence bound the data establish at ``alpha`` (raw and in d, as the
+paper reports it); plots of the score distributions (the paper's Figures 6-7: per-model
+histograms with the means marked) and, when the study asked the optional demographic
+questions, their distribution over the analysed participants (its Figure 5). As in the paper,
+every rating counts as one observation (ratings of one participant are not independent; the
+participant-level means are also reported as a check).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from copymark.stats import (
     ttest_from_stats,
     ttest_ind_n,
 )
+from copymark.study import demographics as demo
 from copymark.study.design import DB_FILE, STUDY_FILE, load_study
-from copymark.study.store import StudyStore, read_csv
+from copymark.study.store import StudyStore, read_csv, read_demographics_csv
 
 
 def load_ratings(path: str | Path) -> list[dict]:
@@ -53,6 +57,22 @@ def load_ratings(path: str | Path) -> list[dict]:
             )
         return StudyStore(p, load_study(p)).rows()
     return read_csv(p)
+
+
+def load_demographics(path: str | Path) -> tuple[list[str], list[dict]]:
+    """``(questions, rows)`` of the demographic answers of a study folder or a demographics CSV.
+
+    A study folder gives the questions it asks (none: ``([], [])``); a CSV the questions it holds.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not (p / DB_FILE).is_file():
+            return load_study(p).demographics, []
+        cfg = load_study(p)
+        return cfg.demographics, StudyStore(p, cfg).demographic_rows()
+    rows = read_demographics_csv(p)
+    present = {r["question"] for r in rows}
+    return [q for q in demo.QUESTIONS if q in present], rows
 
 
 @dataclass
@@ -91,6 +111,7 @@ class StudyAnalysis:
     settings: dict
     verdict: str = ""
     notes: list[str] = field(default_factory=list)
+    demographics: dict[str, dict[str, int]] = field(default_factory=dict)  # question -> answer -> participants
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -122,8 +143,13 @@ def analyze_ratings(
     usevar: str = "unequal",
     drop_inattentive: bool = False,
     complete_only: bool = False,
+    demographics: tuple[list[str], list[dict]] | None = None,
 ) -> StudyAnalysis:
-    """Full victim-vs-surrogate analysis of ``rows`` (export schema). Difference = victim - surrogate."""
+    """Full victim-vs-surrogate analysis of ``rows`` (export schema). Difference = victim - surrogate.
+
+    ``demographics``: ``(questions, rows)`` from :func:`load_demographics`; their counts are taken
+    over the participants whose ratings are analysed (after the exclusions).
+    """
     if not rows:
         raise DataError("no ratings to analyse")
     excl = {"rows_total": len(rows)}
@@ -209,6 +235,8 @@ def analyze_ratings(
             }
         )
 
+    analysed = {r["participant"] for r in data}
+    demo_counts = demo.counts(demographics[1], demographics[0], analysed) if demographics else {}
     verdict = "Verdict: " + tost.verdict() + f". Welch's t test: t({welch.df:.1f}) = {welch.t:.3f}, p = {welch.p:.4g}."
     notes = []
     if not tost.equivalent and welch.p >= alpha:
@@ -235,6 +263,7 @@ def analyze_ratings(
         },
         verdict=verdict,
         notes=notes,
+        demographics=demo_counts,
     )
 
 
@@ -242,23 +271,30 @@ def analyze_ratings(
 # output
 
 
-def plot_distributions(an: StudyAnalysis, path: Path) -> Path:
-    """Bar chart of the score distribution per model with the means as vertical lines (cf. paper Figs 6-7)."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+COLORS = {"victim": "#1f77b4", "surrogate": "#ff7f0e"}
+
+
+def plot_distributions(an: StudyAnalysis, path: Path) -> Path:
+    """Bar chart of the score distribution per model with the means as vertical lines (cf. paper Figs 6-7)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     x = np.arange(1, 6)
     w = 0.38
-    colors = {"victim": "#1f77b4", "surrogate": "#ff7f0e"}
     for i, (m, g) in enumerate(an.groups.items()):
         frac = np.asarray(g.counts) / max(1, g.n)
         ax.bar(
-            x + (i - 0.5) * w, frac, width=w, label=f"{m} (n={g.n}, mean={g.mean:.2f}, sd={g.sd:.2f})", color=colors[m]
+            x + (i - 0.5) * w, frac, width=w, label=f"{m} (n={g.n}, mean={g.mean:.2f}, sd={g.sd:.2f})", color=COLORS[m]
         )
-        ax.axvline(g.mean, color=colors[m], linestyle="--", linewidth=1.5)
+        ax.axvline(g.mean, color=COLORS[m], linestyle="--", linewidth=1.5)
     top = max(max(g.counts) / max(1, g.n) for g in an.groups.values())
     ax.set_ylim(0, top * 1.45 + 1e-9)  # room for the legend above the bars
     ax.set_xticks(x)
@@ -272,13 +308,47 @@ def plot_distributions(an: StudyAnalysis, path: Path) -> Path:
     return path
 
 
+def score_histogram_figure(an: StudyAnalysis):
+    """One histogram of the 1-5 scores per model, its mean as a vertical line (the paper's Figures 6-7)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(an.groups), figsize=(4.2 * len(an.groups), 3.4), dpi=120, sharey=True)
+    for ax, (m, g) in zip(np.atleast_1d(axes), an.groups.items()):
+        ax.bar(np.arange(1, 6), g.counts, width=0.8, color=COLORS[m], label="ratings")
+        ax.axvline(g.mean, color="black", linestyle="--", linewidth=1.5, label=f"mean = {g.mean:.2f}")
+        ax.set_xticks(np.arange(1, 6))
+        ax.set_xlabel("score")
+        ax.set_title(f"{m}: mean = {g.mean:.2f}, std = {g.sd:.2f}, n = {g.n}", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
+    np.atleast_1d(axes)[0].set_ylabel("ratings")
+    fig.tight_layout()
+    return fig
+
+
+def demographics_figure(counts: dict[str, dict[str, int]]):
+    """One bar chart per demographic question: participants per answer (the paper's Figure 5)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 3.6), dpi=120)
+    for ax, (q, c) in zip(np.atleast_1d(axes), counts.items()):
+        spec = demo.QUESTIONS[q]
+        labels = [spec.label(v) for v in c]
+        ax.barh(np.arange(len(c)), list(c.values()), color="#4c72b0")
+        ax.set_yticks(np.arange(len(c)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("participants")
+        ax.set_title(f"{spec.legend} (n = {sum(c.values())})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_per_image(an: StudyAnalysis, path: Path) -> Path:
     """Per-input mean score of each model (inputs sorted by name)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     inputs = sorted({r["input_id"] for r in an.per_image})
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(inputs) + 2), 3.6), dpi=120)
     for m, mk, c in (("victim", "o", "#1f77b4"), ("surrogate", "s", "#ff7f0e")):
@@ -332,6 +402,9 @@ def render_markdown(an: StudyAnalysis, plots: dict[str, str]) -> str:
         f"- upper test (H0: diff >= {_fmt(t.high)}): t({t.df:.1f}) = {_fmt(t.t_high)}, p = {t.p_high:.4g}",
         f"- {ci_pct}% CI of the difference: [{_fmt(t.ci[0])}, {_fmt(t.ci[1])}]",
         f"- TOST p = {t.p:.4g}, alpha = {t.alpha:g}: **{'equivalent' if t.equivalent else 'not equivalent'}**",
+        f"- tightest bound established at alpha = {t.alpha:g}: raw [{-t.tightest_bound:+.3f}, {t.tightest_bound:+.3f}]"
+        f" = Cohen's d [{-t.tightest_bound_d:+.3f}, {t.tightest_bound_d:+.3f}] (any wider symmetric bound is "
+        "established, any narrower one is not)",
         "",
         "## Power analysis",
         "",
@@ -369,6 +442,12 @@ def render_markdown(an: StudyAnalysis, plots: dict[str, str]) -> str:
     ]
     for n in an.notes:
         lines += [f"> {n}", ""]
+    if an.demographics:
+        lines += ["## Participants (optional questions)", "", "| question | answer | participants |", "|---|---|---|"]
+        for q, c in an.demographics.items():
+            spec = demo.QUESTIONS[q]
+            lines += [f"| {spec.legend} | {spec.label(v)} | {k} |" for v, k in c.items()]
+        lines.append("")
     lines += ["## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()] + [""]
     lines += ["## Per image", "", "| input | model | n | mean | SD |", "|---|---|---|---|---|"]
     for r in an.per_image:
@@ -382,16 +461,16 @@ def render_html(an: StudyAnalysis, plots: dict[str, str]) -> str:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")), autoescape=True)
     return env.get_template("analysis.html").render(
-        an=an, plots=plots, fmt=_fmt, ci_pct=round(100 * (1 - 2 * an.tost.alpha))
+        an=an, plots=plots, fmt=_fmt, ci_pct=round(100 * (1 - 2 * an.tost.alpha)), questions=demo.QUESTIONS
     )
 
 
-def _json_safe(x):
+def json_safe(x):
     """NaN/inf -> None and tuples -> lists, so analysis.json is strict JSON."""
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.integer):
@@ -403,9 +482,17 @@ def write_report(an: StudyAnalysis, out_dir: str | Path) -> dict[str, Path]:
     """Write analysis.md, analysis.html, analysis.json, per_image.csv and the plots into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {"score distributions": "scores.png", "per-image means": "per_image.png"}
+    plots = {
+        "score distributions": "scores.png",
+        "score histograms per model": "score_histograms.png",
+        "per-image means": "per_image.png",
+    }
     plot_distributions(an, out / plots["score distributions"])
+    save_figure(score_histogram_figure(an), out / plots["score histograms per model"])
     plot_per_image(an, out / plots["per-image means"])
+    if an.demographics:
+        plots["participants (optional questions)"] = "demographics.png"
+        save_figure(demographics_figure(an.demographics), out / plots["participants (optional questions)"])
     paths = {
         "markdown": out / "analysis.md",
         "html": out / "analysis.html",
@@ -414,7 +501,7 @@ def write_report(an: StudyAnalysis, out_dir: str | Path) -> dict[str, Path]:
     }
     paths["markdown"].write_text(render_markdown(an, plots))
     paths["html"].write_text(render_html(an, plots))
-    paths["json"].write_text(json.dumps(_json_safe(an.as_dict()), indent=2, allow_nan=False) + "\n")
+    paths["json"].write_text(json.dumps(json_safe(an.as_dict()), indent=2, allow_nan=False) + "\n")
     with paths["per_image"].open("w") as f:
         f.write("input_id,model,n,mean,sd\n")
         for r in an.per_image:

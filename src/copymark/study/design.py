@@ -3,7 +3,8 @@
 A study folder (made by :func:`create_study`, ``copymark study create``) holds
 
 * ``study.json`` - the :class:`StudyConfig`: question, scale labels, seed, items per participant,
-  number of attention checks, and the image pool (each input's victim and surrogate output,
+  number of attention checks, the optional demographic questions
+  (:mod:`copymark.study.demographics`; none by default), and the image pool (each input's victim and surrogate output,
   optionally the original input, the style examples and the attention-check images);
 * ``images/`` - every image re-encoded as PNG under an opaque random id, so neither the URL nor
   the file's metadata tells a participant which model made it;
@@ -27,6 +28,7 @@ from pydantic import Field, field_validator
 
 from copymark.config import StrictModel, load_config
 from copymark.errors import ConfigError, DataError
+from copymark.study.demographics import Question, check_questions
 
 # copymark.images / copymark.checkpoints import torch; they are needed only to *create* a study,
 # so they are imported inside those functions and the web app starts without torch.
@@ -78,6 +80,14 @@ class StudyConfig(StrictModel):
     inputs: list[InputItem]
     examples: list[ImageRef]
     attention: list[AttentionItem] = Field(default_factory=list)
+    demographics: list[Question] = Field(default_factory=list)  # optional questions, none by default
+
+    @field_validator("demographics")
+    @classmethod
+    def _distinct_questions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a demographic question is listed twice: {v}")
+        return v
 
     @field_validator("scale_labels")
     @classmethod
@@ -155,6 +165,7 @@ def create_study(
     title: str = "Image style study",
     question: str = DEFAULT_QUESTION,
     scale_labels: list[str] | None = None,
+    demographics: list[str] | None = None,
 ) -> StudyConfig:
     """Build a study folder at ``out`` (must not exist or be empty); returns its config."""
     from copymark.files import atomic_write_json
@@ -189,6 +200,7 @@ def create_study(
             hint="--style-examples: a few images in the target style, shown in the instructions",
         )
     _check_design(len(victims), per_participant)
+    check_questions(demographics or [])  # before any file is made
     if attention_checks > per_participant:
         raise ConfigError(f"--attention-checks {attention_checks} exceeds --per-participant {per_participant}")
 
@@ -223,6 +235,7 @@ def create_study(
         inputs=inputs,
         examples=ex_refs,
         attention=attention,
+        demographics=demographics or [],
     )
     atomic_write_json(out / STUDY_FILE, cfg.model_dump(mode="json"))
     return cfg

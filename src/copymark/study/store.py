@@ -4,7 +4,9 @@ Each answer is one INSERT committed in its own ``BEGIN IMMEDIATE`` transaction t
 is posted, so a closed tab loses nothing. ``PRIMARY KEY (participant_id, position)`` and
 ``UNIQUE (participant_id, item_id)`` make a replayed or double submission impossible to count
 twice; the plan of each participant is stored when they consent, so the plan that was shown is
-the plan that is checked. Connections are short-lived (one per call) so the store is safe to
+the plan that is checked. The optional demographic answers (:mod:`copymark.study.demographics`)
+are a separate table, one row per question asked (``NULL`` when left blank), written once.
+Connections are short-lived (one per call) so the store is safe to
 use from FastAPI's thread pool.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from copymark.errors import DataError
+from copymark.study.demographics import QUESTIONS
 from copymark.study.design import DB_FILE, PlanItem, StudyConfig, participant_plan
 
 CSV_FIELDS = [
@@ -62,7 +65,15 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (participant_id, position),
     UNIQUE (participant_id, item_id)
 );
+CREATE TABLE IF NOT EXISTS demographics (
+    participant_id INTEGER NOT NULL REFERENCES participants(id),
+    question TEXT NOT NULL,
+    answer TEXT,
+    PRIMARY KEY (participant_id, question)
+);
 """
+
+DEMOGRAPHICS_FIELDS = ["participant", "question", "answer"]
 
 Outcome = Literal["recorded", "completed", "duplicate", "out_of_order", "wrong_item", "bad_nonce", "finished"]
 
@@ -82,6 +93,7 @@ class Participant:
     answered: set[int]
     completed_at: str | None
     completion_code: str | None
+    demographics_done: bool = False  # answered (or skipped) the optional demographic questions
 
     @property
     def next_position(self) -> int | None:
@@ -165,10 +177,48 @@ class StudyStore:
             if row is None:
                 return None
             answered = {r[0] for r in db.execute("SELECT position FROM responses WHERE participant_id=?", (row[0],))}
+            demo = db.execute("SELECT 1 FROM demographics WHERE participant_id=? LIMIT 1", (row[0],)).fetchone()
         finally:
             db.close()
         plan = [PlanItem(**p) for p in json.loads(row[1])]
-        return Participant(id=row[0], plan=plan, answered=answered, completed_at=row[2], completion_code=row[3])
+        return Participant(
+            id=row[0],
+            plan=plan,
+            answered=answered,
+            completed_at=row[2],
+            completion_code=row[3],
+            demographics_done=demo is not None,
+        )
+
+    def derive_key(self, label: str) -> bytes:
+        """A key for ``label`` derived from this study's persistent secret (e.g. to sign admin cookies)."""
+        return hmac.new(self._secret, b"copymark-study:" + label.encode(), hashlib.sha256).digest()
+
+    # -- demographics -----------------------------------------------------------------------
+    def record_demographics(self, participant_id: int, answers: dict[str, str | None]) -> bool:
+        """Store one participant's answers (``None``: skipped) once; ``False`` if already stored.
+
+        Values must already be checked against the fixed choices (:mod:`copymark.study.demographics`).
+        """
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM demographics WHERE participant_id=? LIMIT 1", (participant_id,)).fetchone():
+                return False
+            db.executemany(
+                "INSERT INTO demographics(participant_id, question, answer) VALUES (?,?,?)",
+                [(participant_id, q, a) for q, a in answers.items()],
+            )
+        return True
+
+    def demographic_rows(self) -> list[dict]:
+        """All demographic answers, ``{"participant", "question", "answer"}`` (``""`` when skipped)."""
+        db = self._connect()
+        try:
+            cur = db.execute(
+                "SELECT participant_id, question, answer FROM demographics ORDER BY participant_id, question"
+            )
+            return [{"participant": p, "question": q, "answer": a or ""} for p, q, a in cur]
+        finally:
+            db.close()
 
     # -- answers ----------------------------------------------------------------------------
     def nonce(self, participant_id: int, position: int, item_id: str) -> str:
@@ -266,6 +316,39 @@ def rows_to_csv(rows: list[dict]) -> str:
     for r in rows:
         w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
     return buf.getvalue()
+
+
+def demographics_to_csv(rows: list[dict]) -> str:
+    """The demographics CSV text (header :data:`DEMOGRAPHICS_FIELDS`)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=DEMOGRAPHICS_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in DEMOGRAPHICS_FIELDS})
+    return buf.getvalue()
+
+
+def read_demographics_csv(path: str | Path) -> list[dict]:
+    """Read a demographics CSV (``copymark study export --demographics-out``), checking every answer."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"demographics CSV not found: {p}")
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in DEMOGRAPHICS_FIELDS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{p}: missing column(s) {missing}", hint=f"expected {','.join(DEMOGRAPHICS_FIELDS)}")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            q, a = r["question"], r["answer"] or ""
+            if q not in QUESTIONS:
+                raise DataError(f"{p}:{line}: unknown question {q[:40]!r}", hint=f"one of {', '.join(QUESTIONS)}")
+            if a and a not in QUESTIONS[q].values:
+                raise DataError(
+                    f"{p}:{line}: answer {a[:40]!r} is not a choice of {q}", hint=f"one of {QUESTIONS[q].values}"
+                )
+            rows.append({"participant": r["participant"], "question": q, "answer": a})
+    return rows
 
 
 def read_csv(path: str | Path) -> list[dict]:
