@@ -24,7 +24,8 @@ def _cfg(kind, data, **kw):
     loop = {"iters": 3, "batch_size": 2, "progress": False, "log_every": 1}
     loop.update(kw.pop("loop", {}))
     size = kw.pop("size", 32)
-    return api.make_train_config(kind, data, {**TINY[kind], **kw}, size=size, **loop)
+    init_from = kw.pop("init_from", None)
+    return api.make_train_config(kind, data, {**TINY[kind], **kw}, size=size, init_from=init_from, **loop)
 
 
 @pytest.mark.parametrize("kind", ["pix2pix", "cyclegan", "ugatit", "srresnet"])
