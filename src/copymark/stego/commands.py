@@ -37,6 +37,10 @@ def _need(value: Any, flag: str, why: str = "") -> Any:
 
 
 def _echo_json(obj: Any) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 

@@ -36,6 +36,8 @@ from copymark.train.loop import Procedure, TrainResult
 from copymark.train.steganalysis import CoverStegoPairs, SteganalysisProcedure, SteganalysisTrainConfig
 from copymark.train.stego import StegoPairs, StegoProcedure, StegoTrainConfig
 
+STEGO_FLAGS = {"device": "--device", "amp": "--amp", "save_every": "--save-every"}
+"""LoopConfig fields the ``stego train`` / ``detect-train`` options set (besides batch size and seed)."""
 CODEC_EXPORT = "codec"
 DETECTOR_EXPORT = "detector"
 
@@ -156,7 +158,7 @@ class CodecRuns(RunKind[StegoRunConfig, dict[str, Any]]):
         p, d = config.procedure, config.data
         args = ["copymark", "stego", "train", "--codec", p.codec.kind, "--covers", d.covers, "--secrets", d.secrets]
         args += ["--size", str(d.size), "--holdout", str(d.holdout)] + (["--limit", str(d.limit)] if d.limit else [])
-        args += loop_cli_args(config.loop) + ["--lr", repr(p.lr), "--beta", repr(p.beta)]
+        args += loop_cli_args(config.loop, STEGO_FLAGS) + ["--lr", repr(p.lr), "--beta", repr(p.beta)]
         arch = _arch_overrides(p.codec)
         if arch:
             args += ["--net-config", json.dumps(arch)]
@@ -289,7 +291,7 @@ class DetectorRuns(RunKind[DetectRunConfig, dict[str, Any]]):
             d.stegos,
         ]
         args += ["--holdout", str(d.holdout)] + (["--limit", str(d.limit)] if d.limit else [])
-        args += loop_cli_args(config.loop) + ["--lr", repr(p.lr)] + ([] if p.augment else ["--no-augment"])
+        args += loop_cli_args(config.loop, STEGO_FLAGS) + ["--lr", repr(p.lr)] + ([] if p.augment else ["--no-augment"])
         arch = _arch_overrides(p.model)
         if arch:
             args += ["--net-config", json.dumps(arch)]

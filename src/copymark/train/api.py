@@ -460,11 +460,23 @@ def make_train_config(
     return TrainConfig(procedure=proc, loop=loop_cfg, data=data, init_from=str(init_from) if init_from else None)
 
 
-def loop_cli_args(loop: LoopConfig) -> list[str]:
-    """Command-line options that reproduce ``loop`` (those that differ from the defaults)."""
+LOOP_FLAGS: dict[str, str] = {
+    "device": "--device",
+    "amp": "--amp",
+    "save_every": "--save-every",
+    "log_every": "--log-every",
+    "sample_every": "--sample-every",
+    "num_workers": "--workers",
+}
+"""LoopConfig fields and the ``copymark train`` options that set them."""
+
+
+def loop_cli_args(loop: LoopConfig, flags: dict[str, str] | None = None) -> list[str]:
+    """Command-line options that reproduce ``loop``: batch size, seed, and the ``flags``
+    (field -> option; default :data:`LOOP_FLAGS`) whose values differ from the defaults."""
     default = LoopConfig()
     args = ["--batch-size", str(loop.batch_size), "--seed", str(loop.seed)]
-    for flag, key in (("--device", "device"), ("--amp", "amp"), ("--save-every", "save_every")):
+    for key, flag in (LOOP_FLAGS if flags is None else flags).items():
         if getattr(loop, key) != getattr(default, key):
             args += [flag, str(getattr(loop, key))]
     return args
@@ -493,6 +505,9 @@ class TranslationRuns(RunKind[TrainConfig, TrainResult]):
         if data.resize_policy != "error":
             args += ["--resize-policy", data.resize_policy]
         args += loop_cli_args(config.loop)
+        args += (["--no-channels-last"] if not config.loop.channels_last else []) + (
+            ["--compile"] if config.loop.compile else []
+        )
         if over:
             args += ["--net-config", json.dumps(over)]
         args += ["--init-from", str(run_dir), "--iters", str(iters), "--run-dir", f"{run_dir}-{iters}"]

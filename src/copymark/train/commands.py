@@ -1,4 +1,4 @@
-"""CLI commands of this package: ``copymark train ...`` and ``copymark translate``."""
+"""CLI commands of this package: ``copymark train ...``, ``copymark translate`` and ``copymark nets show``."""
 
 from __future__ import annotations
 
@@ -224,7 +224,43 @@ def translate_command(
     )
 
 
+nets_app = typer.Typer(
+    help="What --net-config takes: every key with its default, per procedure and net kind.", no_args_is_help=True
+)
+
+
+@nets_app.command("show")
+def nets_show_command(
+    kind: str | None = typer.Argument(
+        None, help="a procedure (pix2pix, cyclegan, ugatit, srresnet, srgan) or net kind (en2d, xunet, unet, ...)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the keys as JSON"),
+) -> None:
+    """Every --net-config key of KIND with its type, default and description (no KIND: list the kinds).
+
+    Procedures are what `copymark train KIND --net-config` takes; en2d/gglnet what `copymark stego
+    train --codec KIND --net-config` takes; xunet/yenet/srnet what `copymark stego detect-train
+    --model KIND --net-config` takes.
+    """
+    import json
+
+    from copymark.train.describe import all_kinds, render, show
+
+    if kind is None:
+        for k in all_kinds():
+            s = show(k)
+            typer.echo(f"{k:<17} {s.what}")
+        return
+    s = show(kind)
+    if as_json:
+        keys = [{"key": k.key, "type": k.type, "default": k.default, "description": k.description} for k in s.keys]
+        typer.echo(json.dumps({"kind": s.kind, "command": s.command, "keys": keys, "notes": s.notes}, indent=2))
+    else:
+        typer.echo(render(s))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``translate`` to ``app``."""
+    """Add ``train``, ``translate`` and ``nets show`` to ``app``."""
     app.command("train", help=TRAIN_HELP)(train_command)
     app.command("translate")(translate_command)
+    app.add_typer(nets_app, name="nets")

@@ -52,10 +52,10 @@ class Pix2PixConfig(StrictModel):
     kind: Literal["pix2pix"] = "pix2pix"
     generator: UNetConfig = Field(default_factory=UNetConfig)
     discriminator: PatchGANConfig = Field(default_factory=lambda: PatchGANConfig(in_channels=6))
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    lambda_l1: float = Field(100.0, ge=0)
+    lr: float = Field(2e-4, gt=0, description="Adam learning rate (G and D)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    lambda_l1: float = Field(100.0, ge=0, description="weight of the L1 term in the generator loss")
     gan_mode: GanMode = "vanilla"
     decay_start: float = Field(0.5, ge=0, le=1, description="fraction of iterations at constant LR")
 

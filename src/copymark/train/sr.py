@@ -46,9 +46,9 @@ def _schedule(
 class SRResNetTrainConfig(StrictModel):
     kind: Literal["srresnet"] = "srresnet"
     generator: SRResNetConfig = Field(default_factory=SRResNetConfig)
-    lr: float = Field(1e-4, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
     schedule: Literal["step", "linear"] = "step"
     decay_start: float = Field(1.0, ge=0, le=1, description="1.0: constant LR")
 
@@ -57,15 +57,15 @@ class SRGANTrainConfig(StrictModel):
     kind: Literal["srgan"] = "srgan"
     generator: SRResNetConfig = Field(default_factory=SRResNetConfig)
     discriminator: SRGANDiscConfig = Field(default_factory=SRGANDiscConfig)
-    lr: float = Field(1e-4, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    adv_weight: float = Field(1e-3, ge=0)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    adv_weight: float = Field(1e-3, ge=0, description="weight of the adversarial term (the paper's 1e-3)")
     gan_mode: GanMode = "vanilla"
     perceptual: bool = True
     vgg_weights: str | None = Field(None, description="local torchvision vgg19 state dict (.pth)")
     schedule: Literal["step", "linear"] = "step"
-    decay_start: float = Field(0.5, ge=0, le=1)
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of iterations at constant LR, then decay")
 
 
 class SRResNetProcedure(Procedure):

@@ -48,7 +48,7 @@ class StegoTrainConfig(StrictModel):
 
     kind: Literal["stego"] = "stego"
     codec: CodecNetConfig = Field(default_factory=En2DConfig)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     beta: float = Field(1.0, ge=0, description="weight of the revealed-secret MSE")
     adam_betas: tuple[float, float] = (0.9, 0.999)
 
