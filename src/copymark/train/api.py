@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -106,10 +107,12 @@ class RunConfig(StrictModel):
 
 @dataclass
 class RunData:
-    """A run kind's data: the training dataset and whatever ``finish`` needs (held-out sets)."""
+    """A run kind's data: the training dataset, whatever ``finish`` needs (held-out sets), and
+    the batch collation when the dataset's items are not the copymark dicts of tensors."""
 
     train: Dataset
     held_out: Any = None
+    collate_fn: Callable[[list[Any]], Any] | None = None
 
 
 C = TypeVar("C", bound=RunConfig)
@@ -142,9 +145,20 @@ class RunKind(Generic[C, R]):
 
 def check_device(loop: LoopConfig, d: Dist | None = None) -> Any:
     """The device of ``loop``; device/AMP problems are errors before anything is written."""
+    import torch
+
     device = resolve_device(loop.device, d or Dist())
     if loop.amp == "fp16" and device.type != "cuda":
         raise ConfigError("--amp fp16 needs CUDA", hint="use --amp bf16 on CPU, or --amp off")
+    if device.type == "cuda":
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise ConfigError(
+                f"--device {loop.device}: this machine has {n} CUDA device(s)",
+                hint=f"use cuda:0 .. cuda:{max(n - 1, 0)}",
+            )
+        if loop.amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("--amp bf16: this GPU does not support bfloat16", hint="use --amp fp16, or --amp off")
     return device
 
 
@@ -184,7 +198,7 @@ def start_run(kind: RunKind[C, R], config: C, run_dir: str | Path) -> R:
             else None
         )
         _record_init(run, config.init_from, loaded)
-        result = train_loop(proc, data.train, config.loop, run)
+        result = train_loop(proc, data.train, config.loop, run, collate_fn=data.collate_fn)
         return kind.finish(run, proc, data, result)
     finally:
         _leave_group(d)
@@ -260,7 +274,8 @@ def resume_run(
             at = int(read_meta(latest)["iteration"]) if latest is not None else 0
             run.log("resuming with lr %g from iteration %d", lr, at)
             run.update_metrics({"lr_changes": run.metrics().get("lr_changes", []) + [{"iteration": at, "lr": lr}]})
-        result = train_loop(proc, data.train, config.loop, run if run is not None else Run(p, None), resume=True, lr=lr)  # type: ignore[arg-type]
+        writer = run if run is not None else Run(p, None)  # type: ignore[arg-type]
+        result = train_loop(proc, data.train, config.loop, writer, resume=True, collate_fn=data.collate_fn, lr=lr)
         return kind.finish(run, proc, data, result)
     finally:
         _leave_group(d)
