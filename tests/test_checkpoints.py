@@ -18,6 +18,7 @@ from copymark.checkpoints import (
     load_checkpoint,
     load_strict,
     load_third_party_state_dict,
+    read_checkpoint_meta,
     save_checkpoint,
 )
 from copymark.errors import WeightsError
@@ -187,3 +188,54 @@ def test_load_strict_shape_mismatch():
     state["head.weight"] = torch.zeros(5, 4)
     with pytest.raises(WeightsError, match="do not fit Tiny"):
         load_strict(_model(1), state, "ckpt-B")
+
+
+# ----------------------------------------------------------------------------- refusals on load
+
+
+def test_unknown_top_level_config_key_is_refused_by_name(tmp_path):
+    folder = save_checkpoint(tmp_path / "ck", _model(0).state_dict(), {"kind": "tiny"})
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**meta, "archtecture": {"ch": 8}}))
+    with pytest.raises(WeightsError, match="unknown top-level key 'archtecture'") as e:
+        load_checkpoint(folder)
+    assert "config, copymark_version, provenance" in (e.value.hint or "")
+    with pytest.raises(WeightsError, match="unknown top-level key"):
+        read_checkpoint_meta(folder)  # refused before any weight is read
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, bad):
+    state = _model(0).state_dict()
+    state["head.weight"] = state["head.weight"].clone()
+    state["head.weight"][1, 2] = bad
+    folder = save_checkpoint(tmp_path / "ck", state, {"kind": "tiny"})
+    with pytest.raises(WeightsError, match=r"tensor 'head.weight' holds 1 NaN/inf value\(s\) of 8"):
+        load_checkpoint(folder)
+    # integer buffers (BatchNorm's num_batches_tracked) are not floats and pass
+    ok = save_checkpoint(tmp_path / "ok", _model(0).state_dict(), {"kind": "tiny"})
+    assert load_checkpoint(ok)[0]["bn.num_batches_tracked"].item() == 7
+
+
+def test_every_net_kind_loads_through_the_refusing_path(tmp_path):
+    """nets.build.load_net (translation nets, codecs, detectors, victims) refuses NaN weights too."""
+    from copymark.nets.build import build_net, load_net, parse_net_config, save_net
+
+    cfg = parse_net_config({"kind": "xunet", "width": 2})
+    save_net(tmp_path / "x", build_net(cfg), cfg)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "x" / WEIGHTS_FILE))
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key][0] = float("nan")
+    save_file(state, str(tmp_path / "x" / WEIGHTS_FILE))
+    with pytest.raises(WeightsError, match=f"tensor '{key}'"):
+        load_net(tmp_path / "x")
+
+
+def test_finite_values_whose_sum_overflows_are_accepted(tmp_path):
+    """The fast check sums each tensor; a sum that overflows (float16) falls back to the exact check."""
+    big = torch.full((4,), 60000.0, dtype=torch.float16)  # finite, but the float16 sum is inf
+    assert not torch.isfinite(big.sum())
+    folder = save_checkpoint(tmp_path / "ck", {"w": big}, {"kind": "x"})
+    assert torch.equal(load_checkpoint(folder)[0]["w"], big)

@@ -5,6 +5,14 @@ version, and free-form provenance (training run, data, step). Weights are a flat
 state dict. Third-party ``.pth`` state dicts are read only through
 ``torch.load(weights_only=True)`` and an explicit key-mapping function
 (:func:`load_third_party_state_dict`).
+
+Every net kind (translation nets, codecs, steganalyzers, victims) is saved and loaded through
+this one format: :func:`copymark.nets.build.save_net` / :func:`~copymark.nets.build.load_net`
+on top of :func:`save_checkpoint` / :func:`load_checkpoint`. Loading refuses what a
+checkpoint must never hold: a ``config.json`` with a top-level key other than ``config``,
+``copymark_version`` and ``provenance`` (a hand edit or another tool's file; the key is
+named), and weights with NaN or inf values (a corrupt file or a diverged training; the
+tensor is named).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from copymark.files import atomic_write_json, read_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+CONFIG_KEYS = ("config", "copymark_version", "provenance")
+"""The top-level keys of a checkpoint's config.json; any other key is refused on load."""
 
 # the layout of training checkpoints in a run folder (written by copymark.train.checkpointing)
 CHECKPOINTS = "checkpoints"
@@ -82,13 +92,20 @@ def save_checkpoint(
     return d
 
 
-def load_checkpoint(
-    folder: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint folder -> ``(state_dict, meta)``; ``meta["config"]`` is the architecture."""
+def checkpoint_folder(folder: str | Path) -> Path:
+    """The checkpoint folder ``folder`` names (the folder itself, or the folder of its weight or config file)."""
     d = Path(folder)
     if d.is_file() and d.name in (WEIGHTS_FILE, CONFIG_FILE):
         d = d.parent
+    return d
+
+
+def read_checkpoint_meta(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``config.json``, checked: ``config.kind`` present, no unknown top-level key.
+
+    Reads no weights, so a caller can see which kind of model a checkpoint holds first.
+    """
+    d = checkpoint_folder(folder)
     wf, cf = d / WEIGHTS_FILE, d / CONFIG_FILE
     if not d.exists():
         raise WeightsError(f"checkpoint not found: {d}", hint="pass a folder holding model.safetensors and config.json")
@@ -99,12 +116,52 @@ def load_checkpoint(
                 hint="a copymark checkpoint is a folder with model.safetensors + config.json",
             )
     meta = read_json(cf, WeightsError)
-    if not isinstance(meta, dict) or "config" not in meta or "kind" not in meta.get("config", {}):
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "kind" not in meta["config"]:
         raise WeightsError(f"{cf}: not a copymark checkpoint config (no config.kind)")
+    unknown = [k for k in meta if k not in CONFIG_KEYS]
+    if unknown:
+        raise WeightsError(
+            f"{cf}: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}",
+            hint=f"a checkpoint's config.json holds only {', '.join(CONFIG_KEYS)}; "
+            "was it edited by hand or written by another tool?",
+        )
+    return meta
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights with NaN or inf values, naming the first such tensor.
+
+    A finite sum means every value is finite (NaN and inf propagate into it), and a sum is ~20x
+    faster than ``isfinite().all()`` on a CPU; only a tensor whose sum is not finite (a bad
+    value, or finite values whose sum overflows) is checked element by element.
+    """
+    for k, v in state.items():
+        if not (v.is_floating_point() or v.is_complex()) or not v.numel():
+            continue
+        if bool(torch.isfinite(v.sum())) or bool(torch.isfinite(v).all()):
+            continue
+        bad = int((~torch.isfinite(v)).sum())
+        raise WeightsError(
+            f"{source}: tensor {k!r} holds {bad} NaN/inf value(s) of {v.numel()}",
+            hint="the file is corrupt or the training diverged; use an earlier checkpoint",
+        )
+
+
+def load_checkpoint(
+    folder: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint folder -> ``(state_dict, meta)``; ``meta["config"]`` is the architecture.
+
+    Refuses an unknown top-level key in config.json and non-finite weights (see the module docstring).
+    """
+    d = checkpoint_folder(folder)
+    meta = read_checkpoint_meta(d)
+    wf = d / WEIGHTS_FILE
     try:
         state = load_file(str(wf), device=str(map_location))
     except (SafetensorsError, OSError) as err:
         raise WeightsError(f"{wf}: cannot read weights ({err})") from None
+    check_finite(state, str(wf))
     return state, meta
 
 
@@ -173,21 +230,26 @@ def read_meta(checkpoint: Path) -> dict[str, Any]:
         raise WeightsError(f"{checkpoint / META}: cannot read ({err})") from None
 
 
+def find_training_checkpoint(path: Path) -> Path | None:
+    """The training checkpoint ``path`` names: a checkpoint folder itself, a run folder (its
+    ``LATEST``), or a run's ``checkpoints/`` folder; None when ``path`` is none of those."""
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    if (path / CHECKPOINTS / LATEST).is_file():
+        return latest_checkpoint(path)
+    if (path / LATEST).is_file():  # the checkpoints/ folder itself
+        return latest_checkpoint(path.parent)
+    return None
+
+
 def find_export_folder(path: Path) -> Path | None:
     """The exported net's checkpoint folder of a run folder or of one training checkpoint."""
-    path = Path(path)
-    ckpt: Path | None
-    if (path / META).is_file():
-        ckpt = path
-    elif (path / CHECKPOINTS / LATEST).is_file():
-        ckpt = latest_checkpoint(path)
-    elif (path / LATEST).is_file():  # the checkpoints/ folder itself
-        ckpt = latest_checkpoint(path.parent)
-    else:
+    ckpt = find_training_checkpoint(path)
+    if ckpt is None:
         return None
-    assert ckpt is not None
     export = read_meta(ckpt).get("export")
     if not export:
         return None
     folder = ckpt / NETS / str(export)
-    return folder if (folder / "model.safetensors").is_file() else None
+    return folder if (folder / WEIGHTS_FILE).is_file() else None

@@ -21,7 +21,7 @@ from copymark.errors import CopymarkError
 # One entry per role package that adds commands; each module defines register(app).
 COMMAND_MODULES: tuple[str, ...] = (
     "copymark.metrics.commands",  # metrics
-    "copymark.train.commands",  # train, translate
+    "copymark.train.commands",  # train, translate, nets show
     "copymark.serving.commands",  # serve
     "copymark.extraction.commands",  # extract
     "copymark.extraction.attack_commands",  # evaluate, learning-curve, demo

@@ -125,11 +125,11 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return p
 
 
-def create_run(path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None) -> Run:
-    """Create (or reuse an empty) run folder and write config.json and env.json.
+def check_new_run_dir(path: str | Path) -> None:
+    """Refuse a path where a new run cannot be created: a folder that already holds a run, or a file.
 
-    Refuses a folder that already holds a run, so nothing stored is overwritten: resume it
-    with :func:`open_run` instead.
+    Commands call it before their (possibly long) validation, so a taken ``--run-dir`` is
+    reported first; :func:`create_run` checks again.
     """
     p = Path(path)
     if (p / CONFIG).exists():
@@ -137,6 +137,18 @@ def create_run(path: str | Path, config: dict[str, Any], device: str | None = No
             f"{p} already holds a run (config.json exists)",
             hint="pass --resume to continue it, or choose another --run-dir",
         )
+    if p.exists() and not p.is_dir():
+        raise CopymarkError(f"{p} is a file, not a run folder", hint="choose another --run-dir")
+
+
+def create_run(path: str | Path, config: dict[str, Any], device: str | None = None, seed: int | None = None) -> Run:
+    """Create (or reuse an empty) run folder and write config.json and env.json.
+
+    Refuses a folder that already holds a run, so nothing stored is overwritten: resume it
+    with :func:`open_run` instead.
+    """
+    p = Path(path)
+    check_new_run_dir(p)
     p.mkdir(parents=True, exist_ok=True)
     atomic_write_json(p / CONFIG, config)
     atomic_write_json(p / ENV, environment(device=device, seed=seed))

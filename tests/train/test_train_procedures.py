@@ -24,7 +24,8 @@ def _cfg(kind, data, **kw):
     loop = {"iters": 3, "batch_size": 2, "progress": False, "log_every": 1}
     loop.update(kw.pop("loop", {}))
     size = kw.pop("size", 32)
-    return api.make_train_config(kind, data, {**TINY[kind], **kw}, size=size, **loop)
+    init_from = kw.pop("init_from", None)
+    return api.make_train_config(kind, data, {**TINY[kind], **kw}, size=size, init_from=init_from, **loop)
 
 
 @pytest.mark.parametrize("kind", ["pix2pix", "cyclegan", "ugatit", "srresnet"])
@@ -213,9 +214,17 @@ def test_procedure_trains_on_cuda_with_amp(kind, amp, tmp_path, paired_dir, unpa
 
 @pytest.mark.gpu
 def test_resume_on_cuda_continues_training(paired_dir, tmp_path):
+    """A CUDA run cut back to its checkpoint at 2 resumes on CUDA to its 4 iterations."""
+    import shutil
+
     run = tmp_path / "run"
-    api.train(_cfg("pix2pix", paired_dir, loop={"iters": 2, "device": "cuda", "save_every": 1}), run)
-    res = api.resume(run, device="cuda", progress=False, iters=4)
-    assert res.iterations == 4
+    api.train(
+        _cfg("pix2pix", paired_dir, loop={"iters": 4, "device": "cuda", "save_every": 1, "keep_checkpoints": 0}), run
+    )
+    for it in (3, 4):
+        shutil.rmtree(run / "checkpoints" / f"iter-{it:08d}")
+    (run / "checkpoints" / "LATEST").write_text("iter-00000002\n")
+    res = api.resume(run, device="cuda", progress=False)
+    assert res.iterations == 4 and res.resumed_from == 2
     rows = [json.loads(x) for x in (run / "losses.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]

@@ -4,7 +4,11 @@ One pydantic :class:`~copymark.config.StrictModel` per family, told apart by ``k
 (a discriminated union, :data:`NetConfig`). :func:`build_net` turns a config into a fresh
 ``nn.Module`` with an explicit ``match``; :func:`save_net` / :func:`load_net` write and read a
 copymark checkpoint folder (``model.safetensors`` + ``config.json`` whose ``config`` entry is
-``config.model_dump()``), so a checkpoint always knows how to rebuild its own net.
+``config.model_dump()``), so a checkpoint always knows how to rebuild its own net. They are
+the one save/load path of every net kind: translation nets, the stego codecs
+(:func:`copymark.stego.codecs.save_codec` / ``load_codec`` are thin wrappers), steganalyzers
+(``save_steganalyzer`` / ``load_steganalyzer``), victims and training checkpoints' nets;
+:func:`copymark.checkpoints.load_checkpoint` refuses unknown config.json keys and NaN/inf weights.
 
 Every net takes and returns images in ``[0, 1]`` (discriminators return logits); see
 :mod:`copymark.nets`.
@@ -42,10 +46,14 @@ class UNetConfig(StrictModel):
     kind: Literal["unet"] = "unet"
     in_channels: Pos = 3
     out_channels: Pos = 3
-    ngf: Pos = 64
-    num_downs: Annotated[int, Field(ge=5)] = 8
+    ngf: Pos = Field(64, description="filters of the outermost layer (x2 per level, at most x8)")
+    num_downs: int = Field(
+        8, ge=5, description="down-sampling levels; the stride is 2**num_downs (8: unet_256, 7: unet_128)"
+    )
     norm: Norm = "batch"
-    use_dropout: bool = True
+    use_dropout: bool = Field(
+        True, description="dropout 0.5 in the num_downs - 5 decoder levels next to the innermost (training only)"
+    )
 
 
 class PatchGANConfig(StrictModel):
@@ -55,9 +63,9 @@ class PatchGANConfig(StrictModel):
     """
 
     kind: Literal["patchgan"] = "patchgan"
-    in_channels: Pos = 3
-    ndf: Pos = 64
-    n_layers: Pos = 3
+    in_channels: Pos = Field(3, description="6 in pix2pix: input and output image side by side")
+    ndf: Pos = Field(64, description="filters of the first layer (x2 per layer, at most x8)")
+    n_layers: Pos = Field(3, description="stride-2 layers; 3 gives 70x70 patches")
     norm: Norm = "batch"
 
 
@@ -67,10 +75,12 @@ class ResnetGenConfig(StrictModel):
     kind: Literal["resnet_gen"] = "resnet_gen"
     in_channels: Pos = 3
     out_channels: Pos = 3
-    ngf: Pos = 64
-    n_blocks: Annotated[int, Field(ge=0)] = 9
+    ngf: Pos = Field(64, description="filters of the first layer (x2 per down-sampling, two of them)")
+    n_blocks: int = Field(
+        9, ge=0, description="residual blocks at the bottleneck (9: resnet_9blocks, 6: resnet_6blocks)"
+    )
     norm: Norm = "instance"
-    use_dropout: bool = False
+    use_dropout: bool = Field(False, description="dropout 0.5 inside the residual blocks (training only)")
 
 
 class UGATITGenConfig(StrictModel):
@@ -84,10 +94,10 @@ class UGATITGenConfig(StrictModel):
     kind: Literal["ugatit_gen"] = "ugatit_gen"
     in_channels: Pos = 3
     out_channels: Pos = 3
-    ngf: Pos = 64
-    n_blocks: Pos = 4
-    img_size: Annotated[int, Field(ge=4)] = 256
-    light: bool = False
+    ngf: Pos = Field(64, description="filters of the first layer (--ch of the reference)")
+    n_blocks: Pos = Field(4, description="residual blocks in the encoder and AdaLIN blocks in the decoder (--n_res)")
+    img_size: int = Field(256, ge=4, description="the only input size of the full model (its MLP sees the whole map)")
+    light: bool = Field(False, description="pool before the gamma/beta MLP: any input size, fewer parameters")
 
 
 class UGATITDiscConfig(StrictModel):
@@ -98,19 +108,21 @@ class UGATITDiscConfig(StrictModel):
 
     kind: Literal["ugatit_disc"] = "ugatit_disc"
     in_channels: Pos = 3
-    ndf: Pos = 64
-    n_layers: Annotated[int, Field(ge=3)] = 7
+    ndf: Pos = Field(64, description="filters of the first layer")
+    n_layers: int = Field(7, ge=3, description="7: the global discriminator, 5: the local one")
 
 
 class SRResNetConfig(StrictModel):
     """SRResNet (:class:`copymark.nets.srresnet.SRResNet`); the paper's at defaults."""
 
     kind: Literal["srresnet"] = "srresnet"
-    scale: Literal[2, 4, 8] = 4
-    n_blocks: Annotated[int, Field(ge=0)] = 16
-    nf: Pos = 64
-    batch_norm: bool = True
-    image_skip: bool = False  # residual on the bicubic upscale (VDSR / MSRResNet style); not the paper's
+    scale: Literal[2, 4, 8] = Field(4, description="upscaling factor")
+    n_blocks: int = Field(16, ge=0, description="residual blocks")
+    nf: Pos = Field(64, description="filters of every block")
+    batch_norm: bool = Field(True, description="batch norm in the residual blocks (the paper's)")
+    image_skip: bool = Field(
+        False, description="predict a residual on the bicubic upscale (VDSR / MSRResNet style; not the paper's)"
+    )
 
 
 class SRGANDiscConfig(StrictModel):
@@ -118,10 +130,12 @@ class SRGANDiscConfig(StrictModel):
 
     kind: Literal["srgan_disc"] = "srgan_disc"
     in_channels: Pos = 3
-    ndf: Pos = 64
-    n_blocks: Pos = 4
-    dense: Pos = 1024
-    pool_size: Pos = 6
+    ndf: Pos = Field(64, description="filters of the first block (x2 per block)")
+    n_blocks: Pos = Field(4, description="conv blocks (each a stride-1 and a stride-2 conv)")
+    dense: Pos = Field(1024, description="units of the hidden dense layer")
+    pool_size: Pos = Field(
+        6, description="adaptive pooling to pool_size x pool_size before the dense layers (any input size)"
+    )
 
 
 class SRGANLeftthomasConfig(StrictModel):

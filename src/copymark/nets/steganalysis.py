@@ -133,29 +133,31 @@ class XuNetConfig(StrictModel):
     """XuNet; ``width`` is the first group's filters (8 in the paper), doubled per group."""
 
     kind: Literal["xunet"] = "xunet"
-    width: int = Field(8, ge=1, le=128)
+    width: int = Field(8, ge=1, le=128, description="filters of the first group, doubled per group")
 
 
 class YeNetConfig(StrictModel):
     """YeNet; ``channels`` (30), ``deep_channels`` (32), ``final_channels`` (16) as in the paper."""
 
     kind: Literal["yenet"] = "yenet"
-    channels: int = Field(30, ge=1, le=256)
-    deep_channels: int = Field(32, ge=1, le=256)
-    final_channels: int = Field(16, ge=1, le=256)
-    tlu_threshold: float = Field(3.0, gt=0.0)
+    channels: int = Field(
+        30, ge=1, le=256, description="SRM maps per colour channel (layer 1) and filters of layers 2-4"
+    )
+    deep_channels: int = Field(32, ge=1, le=256, description="filters of layers 5-7")
+    final_channels: int = Field(16, ge=1, le=256, description="filters of layers 8-9")
+    tlu_threshold: float = Field(3.0, gt=0.0, description="truncation of the first layer's linear unit (TLU)")
 
 
 class SRNetConfig(StrictModel):
     """SRNet; channels of layer 1, layers 2-8, layers 9, 10, 11 and layer 12 (paper: 64, 16, 64, 128, 256, 512)."""
 
     kind: Literal["srnet"] = "srnet"
-    c1: int = Field(64, ge=1, le=1024)
-    c2: int = Field(16, ge=1, le=1024)
-    c9: int = Field(64, ge=1, le=1024)
-    c10: int = Field(128, ge=1, le=1024)
-    c11: int = Field(256, ge=1, le=1024)
-    c12: int = Field(512, ge=1, le=2048)
+    c1: int = Field(64, ge=1, le=1024, description="filters of layer 1")
+    c2: int = Field(16, ge=1, le=1024, description="filters of layers 2-8")
+    c9: int = Field(64, ge=1, le=1024, description="filters of layer 9")
+    c10: int = Field(128, ge=1, le=1024, description="filters of layer 10")
+    c11: int = Field(256, ge=1, le=1024, description="filters of layer 11")
+    c12: int = Field(512, ge=1, le=2048, description="filters of layer 12 (before global pooling)")
 
 
 SteganalyzerConfig = XuNetConfig | YeNetConfig | SRNetConfig

@@ -61,9 +61,9 @@ class GglNetConfig(StrictModel):
 
     kind: Literal["gglnet"] = "gglnet"
     filters: int = Field(50, ge=1, le=256, description="filters of each of the 3x3, 4x4, 5x5 convs in a layer")
-    prep_layers: int = Field(2, ge=1, le=16)
-    hide_layers: int = Field(5, ge=1, le=16)
-    reveal_layers: int = Field(5, ge=1, le=16)
+    prep_layers: int = Field(2, ge=1, le=16, description="layers of the secret's preparation net")
+    hide_layers: int = Field(5, ge=1, le=16, description="layers of the hiding net")
+    reveal_layers: int = Field(5, ge=1, le=16, description="layers of the revealing net")
     noise_std: float = Field(
         0.01, ge=0.0, le=1.0, description="std of the Gaussian noise added to the stego in training"
     )

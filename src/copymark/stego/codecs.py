@@ -12,8 +12,10 @@ codecs take and return float ``N x 3 x H x W`` batches in ``[0, 1]`` (the image 
   :mod:`copymark.nets.stego`, run in eval mode without gradients; the stego image is clamped
   to ``[0, 1]``.
 
-Checkpoints (:func:`save_codec` / :func:`load_codec`) are copymark checkpoint folders whose
-``config.kind`` names the codec; loading one of another kind than expected is a
+Checkpoints (:func:`save_codec` / :func:`load_codec`) are copymark net checkpoint folders
+(written and read by :func:`copymark.nets.build.save_net` / :func:`~copymark.nets.build.load_net`,
+the one path every net kind uses) whose ``config.kind`` names the codec; an LSB codec is a
+config with no weights. Loading one of another kind than expected is a
 :class:`~copymark.errors.WeightsError`.
 """
 
@@ -25,10 +27,11 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import Field
 
-from copymark.checkpoints import load_checkpoint, load_strict, save_checkpoint
+from copymark.checkpoints import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from copymark.config import StrictModel, parse_config
 from copymark.errors import ImageError, WeightsError
 from copymark.images import from_uint8, to_uint8
+from copymark.nets.build import load_net, save_net
 from copymark.nets.stego import En2D, En2DConfig, GglNet, GglNetConfig, build_stego_net
 
 MIN_SIZE = 32
@@ -192,49 +195,40 @@ def build_codec(config: CodecConfig) -> LSBCodec | NeuralCodec:
     raise TypeError(f"not a codec config: {type(config).__name__}")
 
 
-def parse_codec_config(data: dict[str, Any], where: str = "codec config") -> CodecConfig:
-    """Validate a codec config dict, choosing the model by its ``kind``."""
-    kind = data.get("kind")
-    match kind:
-        case "lsb":
-            return parse_config(LSBCodecConfig, data, where)
-        case "en2d":
-            return parse_config(En2DConfig, data, where)
-        case "gglnet":
-            return parse_config(GglNetConfig, data, where)
-    raise WeightsError(
-        f"{where}: kind {kind!r} is not a steganography codec (expected one of {', '.join(CODEC_KINDS)})",
-        hint="pass a checkpoint written by `copymark stego train`",
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
 
 def save_codec(folder: str | Path, codec: LSBCodec | NeuralCodec, provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/model.safetensors`` + ``config.json`` for a codec (LSB: no weights)."""
-    state: dict[str, torch.Tensor] = codec.net.state_dict() if isinstance(codec, NeuralCodec) else {}
-    return save_checkpoint(folder, state, codec.config.model_dump(), provenance)
+    """Write a codec checkpoint folder: a neural codec through the one net checkpoint path
+    (:func:`copymark.nets.build.save_net`); LSB as a config with no weights."""
+    if isinstance(codec, NeuralCodec):
+        return save_net(folder, codec.net, codec.config, provenance)
+    return save_checkpoint(folder, {}, codec.config.model_dump(), provenance)
 
 
 def load_codec(
     folder: str | Path, expected_kind: CodecKind | None = None, map_location: str | torch.device = "cpu"
 ) -> LSBCodec | NeuralCodec:
-    """Load a codec checkpoint; a checkpoint of another kind than ``expected_kind`` is a WeightsError."""
-    state, meta = load_checkpoint(folder, map_location=map_location)
-    cfg_dict = dict(meta["config"])
-    kind = cfg_dict.get("kind")
+    """Load a codec checkpoint (neural codecs through :func:`copymark.nets.build.load_net`:
+    strict weights, eval mode). A checkpoint of another kind than ``expected_kind``, or of a
+    model that is no codec, is a WeightsError."""
+    meta = read_checkpoint_meta(folder)
+    kind = meta["config"].get("kind")
+    if kind not in CODEC_KINDS:
+        raise WeightsError(
+            f"{folder}/config.json: kind {kind!r} is not a steganography codec (expected one of {', '.join(CODEC_KINDS)})",
+            hint="pass a checkpoint written by `copymark stego train`",
+        )
     if expected_kind is not None and kind != expected_kind:
         raise WeightsError(
             f"{folder}: checkpoint holds a {kind!r} model, not a {expected_kind!r} codec",
             hint=f"pass a checkpoint trained with --codec {expected_kind}",
         )
-    config = parse_codec_config(cfg_dict, where=f"{folder}/config.json")
-    codec = build_codec(config)
-    if isinstance(codec, NeuralCodec):
-        load_strict(codec.net, state, str(folder))
-        codec.net.to(map_location).eval()
-    elif state:
-        raise WeightsError(f"{folder}: an LSB codec has no weights, but the checkpoint holds {len(state)} tensors")
-    return codec
+    if kind == "lsb":
+        state, _ = load_checkpoint(folder)
+        if state:
+            raise WeightsError(f"{folder}: an LSB codec has no weights, but the checkpoint holds {len(state)} tensors")
+        return LSBCodec(parse_config(LSBCodecConfig, meta["config"], where=f"{folder}/config.json"))
+    net, config = load_net(folder, map_location, expected_kind=kind)
+    return NeuralCodec(config, net)  # type: ignore[arg-type]

@@ -37,6 +37,10 @@ def _need(value: Any, flag: str, why: str = "") -> Any:
 
 
 def _echo_json(obj: Any) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
@@ -65,7 +69,9 @@ def train_cmd(
     ),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
     size: int = typer.Option(64, "--size", help="image size in px (multiple of 8, 32..256)"),
-    iters: int = typer.Option(1000, "--iters", help="optimisation steps"),
+    iters: int | None = typer.Option(
+        None, "--iters", help="optimisation steps [default 1000]; with --resume only the run's own (see --init-from)"
+    ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="default: the study's (En2D 30, GglNet 20)"),
     lr: float | None = typer.Option(
         None,
@@ -82,20 +88,33 @@ def train_cmd(
     ),
     limit: int | None = typer.Option(None, "--limit", help="use only the first LIMIT images of each folder"),
     net_config: str | None = typer.Option(
-        None, "--net-config", help="architecture overrides as JSON, e.g. '{\"width\": 8}'"
+        None,
+        "--net-config",
+        help="architecture overrides as JSON, e.g. '{\"width\": 8}' (every key: `copymark nets show en2d|gglnet`)",
+    ),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="start the codec from a codec run (or its RUN/codec checkpoint) of the same architecture; "
+        "a new run with fresh optimiser state",
     ),
     save_every: int = typer.Option(0, "--save-every", help="checkpoint every N iterations (0: only at the end)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir from its latest checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train an En2D or GglNet codec; writes RUN/codec, metrics.json (held-out quality) and visibility.png."""
+    """Train an En2D or GglNet codec; writes RUN/codec, metrics.json (held-out quality) and visibility.png.
+
+    Everything (device and AMP, folders, sizes, batch vs images, net config, --init-from) is
+    checked before the run folder is created. `--resume` continues exactly (only --device,
+    --progress and --lr may change); a longer run is a new run: `--init-from OLD_RUN --iters N`.
+    """
     from copymark.errors import ConfigError
     from copymark.stego.training import StegoDataConfig, StegoRunConfig, resume_codec, train_codec
     from copymark.train.loop import LoopConfig
     from copymark.train.stego import STUDY_DEFAULTS, stego_train_config
 
     if resume:
-        out = resume_codec(run_dir, device=device, progress=progress, lr=lr)
+        out = resume_codec(run_dir, device=device, progress=progress, lr=lr, iters=iters)
     else:
         kind = _need(codec, "--codec", "en2d or gglnet")
         if kind not in STUDY_DEFAULTS:
@@ -114,12 +133,19 @@ def train_cmd(
             )
             bs = int(STUDY_DEFAULTS[kind]["batch_size"]) if batch_size is None else batch_size
             loop = LoopConfig(
-                iters=iters, batch_size=bs, seed=seed, device=device, amp=amp, save_every=save_every, progress=progress
+                iters=iters or 1000,
+                batch_size=bs,
+                seed=seed,
+                device=device,
+                amp=amp,
+                save_every=save_every,
+                progress=progress,
             )  # type: ignore[arg-type]
             data = StegoDataConfig(covers=str(covers), secrets=str(secrets), size=size, limit=limit, holdout=holdout)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "stego train options")) from None
-        out = train_codec(StegoRunConfig(procedure=proc, loop=loop, data=data), run_dir)
+        cfg = StegoRunConfig(procedure=proc, loop=loop, data=data, init_from=str(init_from) if init_from else None)
+        out = train_codec(cfg, run_dir)
     if "quality" in out:
         out = {**out, "quality": _brief_quality(out["quality"])}
     _echo_json(out)
@@ -209,9 +235,13 @@ def detect_train_cmd(
     model: str | None = typer.Option(None, "--model", help="xunet, yenet or srnet"),
     run_dir: Path = typer.Option(..., "--run-dir"),
     seed: int = typer.Option(0, "--seed"),
-    iters: int = typer.Option(1000, "--iters"),
+    iters: int | None = typer.Option(
+        None, "--iters", help="optimisation steps [default 1000]; with --resume only the run's own (see --init-from)"
+    ),
     batch_size: int = typer.Option(16, "--batch-size", help="pairs per batch (2x images)"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float | None = typer.Option(
+        None, "--lr", help="[default 1e-3]; with --resume: a new lr from the checkpoint on"
+    ),
     device: str = typer.Option("cpu", "--device"),
     amp: str = typer.Option("off", "--amp"),
     holdout: int = typer.Option(64, "--holdout", help="pairs kept out of training for the held-out AUC"),
@@ -220,13 +250,24 @@ def detect_train_cmd(
         True, "--augment/--no-augment", help="random flips/rotations, same for cover and stego"
     ),
     net_config: str | None = typer.Option(
-        None, "--net-config", help="architecture overrides as JSON, e.g. '{\"width\": 4}'"
+        None,
+        "--net-config",
+        help="architecture overrides as JSON, e.g. '{\"width\": 4}' (every key: `copymark nets show xunet|yenet|srnet`)",
+    ),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="start the detector from a detector run (or its RUN/detector checkpoint) of the same architecture",
     ),
     save_every: int = typer.Option(0, "--save-every"),
-    resume: bool = typer.Option(False, "--resume"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir from its latest checkpoint"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train a steganalyzer on paired cover/stego batches; writes RUN/detector and the held-out AUC."""
+    """Train a steganalyzer on paired cover/stego batches; writes RUN/detector and the held-out AUC.
+
+    Everything is checked before the run folder is created; `--resume` continues exactly, a
+    longer run is a new run: `--init-from OLD_RUN --iters N`.
+    """
     from pydantic import ValidationError
 
     from copymark.config import format_validation_error
@@ -236,7 +277,7 @@ def detect_train_cmd(
     from copymark.train.steganalysis import steganalysis_train_config
 
     if resume:
-        out = resume_detector(run_dir, device=device, progress=progress)
+        out = resume_detector(run_dir, device=device, progress=progress, lr=lr, iters=iters)
     else:
         kind = _need(model, "--model", "xunet, yenet or srnet")
         if kind not in ("xunet", "yenet", "srnet"):
@@ -244,10 +285,11 @@ def detect_train_cmd(
         _need(covers, "--covers")
         _need(stegos, "--stegos")
         try:
-            proc = steganalysis_train_config(kind, lr=lr, **parse_json_arg(net_config, "--net-config", '{"width": 8}'))
+            arch = parse_json_arg(net_config, "--net-config", '{"width": 8}')
+            proc = steganalysis_train_config(kind, lr=1e-3 if lr is None else lr, **arch)
             proc.augment = augment
             loop = LoopConfig(
-                iters=iters,
+                iters=iters or 1000,
                 batch_size=batch_size,
                 seed=seed,
                 device=device,
@@ -258,7 +300,8 @@ def detect_train_cmd(
             data = DetectDataConfig(covers=str(covers), stegos=str(stegos), limit=limit, holdout=holdout)
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, "stego detect-train options")) from None
-        out = train_detector(DetectRunConfig(procedure=proc, loop=loop, data=data), run_dir)
+        cfg = DetectRunConfig(procedure=proc, loop=loop, data=data, init_from=str(init_from) if init_from else None)
+        out = train_detector(cfg, run_dir)
     _echo_json(out)
 
 

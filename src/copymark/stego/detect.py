@@ -14,21 +14,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from copymark.checkpoints import load_checkpoint, load_strict, save_checkpoint
-from copymark.config import parse_config
+from copymark.checkpoints import read_checkpoint_meta
 from copymark.errors import WeightsError
 from copymark.metrics.detection import rates_at, roc_auc
-from copymark.nets.steganalysis import (
-    SRNet,
-    SRNetConfig,
-    SteganalyzerConfig,
-    XuNet,
-    XuNetConfig,
-    YeNet,
-    YeNetConfig,
-    build_steganalyzer,
-    stego_score,
-)
+from copymark.nets.build import load_net, save_net
+from copymark.nets.steganalysis import SRNet, SteganalyzerConfig, XuNet, YeNet, stego_score
 
 SteganalyzerKind = Literal["xunet", "yenet", "srnet"]
 STEGANALYZER_KINDS: tuple[str, ...] = ("xunet", "yenet", "srnet")
@@ -45,47 +35,33 @@ def score_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int =
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def parse_steganalyzer_config(data: dict[str, Any], where: str = "steganalyzer config") -> SteganalyzerConfig:
-    """Validate a steganalyzer config dict, choosing the model by its ``kind``."""
-    kind = data.get("kind")
-    match kind:
-        case "xunet":
-            return parse_config(XuNetConfig, data, where)
-        case "yenet":
-            return parse_config(YeNetConfig, data, where)
-        case "srnet":
-            return parse_config(SRNetConfig, data, where)
-    raise WeightsError(
-        f"{where}: kind {kind!r} is not a steganalyzer (expected one of {', '.join(STEGANALYZER_KINDS)})",
-        hint="pass a checkpoint written by `copymark stego detect-train`",
-    )
-
-
 def save_steganalyzer(
     folder: str | Path,
     model: XuNet | YeNet | SRNet,
     config: SteganalyzerConfig,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a steganalyzer checkpoint folder (``model.safetensors`` + ``config.json``)."""
-    return save_checkpoint(folder, model.state_dict(), config.model_dump(), provenance)
+    """Write a steganalyzer checkpoint folder through the one net checkpoint path
+    (:func:`copymark.nets.build.save_net`)."""
+    return save_net(folder, model, config, provenance)
 
 
 def load_steganalyzer(
     folder: str | Path, expected_kind: SteganalyzerKind | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[XuNet | YeNet | SRNet, SteganalyzerConfig, dict[str, Any]]:
-    """Load a steganalyzer checkpoint -> ``(model in eval mode, config, meta)``."""
-    state, meta = load_checkpoint(folder, map_location=map_location)
-    cfg = dict(meta["config"])
-    if expected_kind is not None and cfg.get("kind") != expected_kind:
+    """Load a steganalyzer checkpoint -> ``(model in eval mode, config, meta)`` through
+    :func:`copymark.nets.build.load_net` (strict weights); a checkpoint of another model is a WeightsError."""
+    meta = read_checkpoint_meta(folder)
+    kind = meta["config"].get("kind")
+    if kind not in STEGANALYZER_KINDS:
         raise WeightsError(
-            f"{folder}: checkpoint holds a {cfg.get('kind')!r} model, not a {expected_kind!r} steganalyzer"
+            f"{folder}/config.json: kind {kind!r} is not a steganalyzer (expected one of {', '.join(STEGANALYZER_KINDS)})",
+            hint="pass a checkpoint written by `copymark stego detect-train`",
         )
-    config = parse_steganalyzer_config(cfg, where=f"{folder}/config.json")
-    model = build_steganalyzer(config)
-    load_strict(model, state, str(folder))
-    model.to(map_location).eval()
-    return model, config, meta
+    if expected_kind is not None and kind != expected_kind:
+        raise WeightsError(f"{folder}: checkpoint holds a {kind!r} model, not a {expected_kind!r} steganalyzer")
+    model, config = load_net(folder, map_location, expected_kind=kind)
+    return model, config, meta  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,40 +1,43 @@
-"""Entry points behind ``copymark stego train`` and ``copymark stego detect-train``.
+"""Codec and steganalyzer runs: what ``copymark stego train`` and ``stego detect-train`` add to
+the one run orchestrator (:mod:`copymark.train.api`: validation before the run folder, seeding,
+DDP, the shared loop, exact resume, ``--init-from``, the ``--iters`` refusal).
 
-Both write a run folder (:mod:`copymark.runs`) and train on the shared loop
-(:mod:`copymark.train.loop`: checkpoints, exact resume, divergence detection), then export the
-trained model and evaluate it on held-out images:
-
-``train_codec``
+``CODEC_RUNS`` (:func:`train_codec` / :func:`resume_codec`)
     En2D / GglNet from a cover folder and a secret folder. The last ``holdout`` images (in
     path order) of each folder are kept out of training; afterwards the codec is exported to
     ``<run>/codec/`` (a codec checkpoint, :func:`copymark.stego.codecs.load_codec`) and the
     quality report on the held-out pairs goes to ``metrics.json`` (key ``quality``) and
     ``visibility.png``.
-``train_detector``
+``DETECTOR_RUNS`` (:func:`train_detector` / :func:`resume_detector`)
     XuNet / YeNet / SRNet from a cover folder and a stego folder paired by file name. Held-out
     pairs give ROC AUC and detection/false-alarm rates at 0.5 (key ``heldout``); the detector is
     exported to ``<run>/detector/``.
 
-A run is resumed from its folder alone (``resume_codec`` / ``resume_detector``): the resolved
-config is read back from ``config.json``, so the data, seed and schedule are the same.
+A run is resumed from its folder alone: the resolved config is read back from ``config.json``
+(its ``task`` says which of the two it is), so the data, seed and schedule are the same.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from copymark.config import StrictModel, format_validation_error
-from copymark.errors import ConfigError, DataError
+from copymark.config import StrictModel
+from copymark.errors import DataError
 from copymark.runs import Run
 from copymark.stego.imagesets import ImageSet, check_size, load_image_set
-from copymark.train.loop import LoopConfig, seed_everything, train_loop
+from copymark.train.api import RunConfig, RunData, RunKind, loop_cli_args, resume_run, start_run
+from copymark.train.loop import Procedure, TrainResult
 from copymark.train.steganalysis import CoverStegoPairs, SteganalysisProcedure, SteganalysisTrainConfig
 from copymark.train.stego import StegoPairs, StegoProcedure, StegoTrainConfig
 
+STEGO_FLAGS = {"device": "--device", "amp": "--amp", "save_every": "--save-every"}
+"""LoopConfig fields the ``stego train`` / ``detect-train`` options set (besides batch size and seed)."""
 CODEC_EXPORT = "codec"
 DETECTOR_EXPORT = "detector"
 
@@ -48,12 +51,11 @@ class StegoDataConfig(StrictModel):
     resize_policy: Literal["resize", "center_crop"] = "resize"
 
 
-class StegoRunConfig(StrictModel):
+class StegoRunConfig(RunConfig):
     """The resolved config of a codec training run (its config.json)."""
 
     task: Literal["stego-train"] = "stego-train"
     procedure: StegoTrainConfig
-    loop: LoopConfig
     data: StegoDataConfig
 
 
@@ -64,13 +66,18 @@ class DetectDataConfig(StrictModel):
     holdout: int = Field(64, ge=0, description="pairs kept out of training for the held-out AUC")
 
 
-class DetectRunConfig(StrictModel):
+class DetectRunConfig(RunConfig):
     """The resolved config of a steganalyzer training run."""
 
     task: Literal["stego-detect-train"] = "stego-detect-train"
     procedure: SteganalysisTrainConfig
-    loop: LoopConfig
     data: DetectDataConfig
+
+
+def _arch_overrides(net: StrictModel) -> dict[str, Any]:
+    """The architecture fields of ``net`` that differ from its defaults (for ``--net-config``)."""
+    default = type(net)().model_dump()
+    return {k: v for k, v in net.model_dump().items() if k != "kind" and default.get(k) != v}
 
 
 def _split(s: ImageSet, holdout: int, what: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,52 +108,78 @@ def _codec_data(cfg: StegoRunConfig) -> tuple[StegoPairs, torch.Tensor, torch.Te
     return StegoPairs(c_train, s_train, seed=cfg.loop.seed), c_hold, s_hold
 
 
-def _finish_codec(
-    run: Run, proc: StegoProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any
-) -> dict[str, Any]:
-    from copymark.images import from_uint8
-    from copymark.stego.codecs import NeuralCodec, save_codec
-    from copymark.stego.quality import quality_report
+class CodecRuns(RunKind[StegoRunConfig, dict[str, Any]]):
+    """``copymark stego train``: an En2D / GglNet codec, exported to RUN/codec with a held-out quality report."""
 
-    codec = NeuralCodec(proc.config.codec, proc.nets["codec"])
-    save_codec(
-        run.path / CODEC_EXPORT, codec, {"run": str(run.path), **proc.provenance(), "iterations": result.iterations}
-    )
-    out: dict[str, Any] = {
-        "codec": str(run.path / CODEC_EXPORT),
-        "iterations": result.iterations,
-        "train_seconds": result.seconds,
-    }
-    k = min(len(c_hold), len(s_hold))
-    if k:
-        out["quality"] = quality_report(codec, from_uint8(c_hold[:k]), from_uint8(s_hold[:k]), out_dir=run.path)
-        q = out["quality"]
-        run.log(
-            "held-out quality (%d pairs): stego PSNR %.2f dB SSIM %.4f, revealed secret PSNR %.2f dB SSIM %.4f",
-            k,
-            q["stego_psnr"]["mean"],
-            q["stego_ssim"]["mean"],
-            q["secret_psnr"]["mean"],
-            q["secret_ssim"]["mean"],
+    task = "stego-train"
+    config_model = StegoRunConfig
+
+    def data(self, config: StegoRunConfig) -> RunData:
+        dataset, c_hold, s_hold = _codec_data(config)
+        return RunData(dataset, (c_hold, s_hold))
+
+    def procedure(self, config: StegoRunConfig) -> Procedure:
+        return StegoProcedure(config.procedure)
+
+    def finish(self, run: Run | None, proc: Procedure, data: RunData, result: TrainResult) -> dict[str, Any]:
+        from copymark.images import from_uint8
+        from copymark.stego.codecs import NeuralCodec, save_codec
+        from copymark.stego.quality import quality_report
+
+        if run is None:
+            return {}
+        assert isinstance(proc, StegoProcedure)
+        c_hold, s_hold = data.held_out
+        codec = NeuralCodec(proc.config.codec, proc.nets["codec"])  # type: ignore[arg-type]
+        save_codec(
+            run.path / CODEC_EXPORT, codec, {"run": str(run.path), **proc.provenance(), "iterations": result.iterations}
         )
-    run.update_metrics(out)
-    return out
+        out: dict[str, Any] = {
+            "codec": str(run.path / CODEC_EXPORT),
+            "iterations": result.iterations,
+            "train_seconds": result.seconds,
+        }
+        k = min(len(c_hold), len(s_hold))
+        if k:
+            out["quality"] = quality_report(codec, from_uint8(c_hold[:k]), from_uint8(s_hold[:k]), out_dir=run.path)
+            q = out["quality"]
+            run.log(
+                "held-out quality (%d pairs): stego PSNR %.2f dB SSIM %.4f, revealed secret PSNR %.2f dB SSIM %.4f",
+                k,
+                q["stego_psnr"]["mean"],
+                q["stego_ssim"]["mean"],
+                q["secret_psnr"]["mean"],
+                q["secret_ssim"]["mean"],
+            )
+        run.update_metrics(out)
+        return out
+
+    def continue_command(self, config: StegoRunConfig, run_dir: Path, iters: int) -> str:
+        p, d = config.procedure, config.data
+        args = ["copymark", "stego", "train", "--codec", p.codec.kind, "--covers", d.covers, "--secrets", d.secrets]
+        args += ["--size", str(d.size), "--holdout", str(d.holdout)] + (["--limit", str(d.limit)] if d.limit else [])
+        args += loop_cli_args(config.loop, STEGO_FLAGS) + ["--lr", repr(p.lr), "--beta", repr(p.beta)]
+        arch = _arch_overrides(p.codec)
+        if arch:
+            args += ["--net-config", json.dumps(arch)]
+        args += ["--init-from", str(run_dir), "--iters", str(iters), "--run-dir", f"{run_dir}-{iters}"]
+        return shlex.join(args)
+
+
+CODEC_RUNS = CodecRuns()
 
 
 def train_codec(cfg: StegoRunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train a codec into a new run folder; returns the metrics written to metrics.json."""
-    from copymark.runs import create_run
-
-    dataset, c_hold, s_hold = _codec_data(cfg)
-    run = create_run(run_dir, cfg.model_dump(), device=cfg.loop.device, seed=cfg.loop.seed)
-    seed_everything(cfg.loop.seed)
-    proc = StegoProcedure(cfg.procedure)
-    result = train_loop(proc, dataset, cfg.loop, run)
-    return _finish_codec(run, proc, c_hold, s_hold, result)
+    return start_run(CODEC_RUNS, cfg, run_dir)
 
 
 def resume_codec(
-    run_dir: str | Path, device: str | None = None, progress: bool | None = None, lr: float | None = None
+    run_dir: str | Path,
+    device: str | None = None,
+    progress: bool | None = None,
+    lr: float | None = None,
+    iters: int | None = None,
 ) -> dict[str, Any]:
     """Continue a codec run from its latest checkpoint (exactly) and finish it.
 
@@ -154,47 +187,7 @@ def resume_codec(
     diverged run): the change is logged and recorded in metrics.json under ``lr_changes``;
     without it the resumed run equals an uninterrupted one bitwise on CPU.
     """
-    from copymark.runs import open_run, read_json
-
-    p = _require_run(run_dir)
-    cfg = _read_config(StegoRunConfig, read_json(p / "config.json"), p)
-    if device is not None:
-        cfg.loop.device = device
-    if progress is not None:
-        cfg.loop.progress = progress
-    dataset, c_hold, s_hold = _codec_data(cfg)
-    run = open_run(p)
-    seed_everything(cfg.loop.seed)
-    proc = StegoProcedure(cfg.procedure)
-    if lr is not None:
-        from copymark.train import checkpointing as ck
-
-        latest = ck.latest_checkpoint(p)
-        at = ck.read_meta(latest)["iteration"] if latest is not None else 0
-        proc.lr_override = lr
-        run.log("resuming with lr %g instead of %g from iteration %s", lr, cfg.procedure.lr, at)
-        run.update_metrics({"lr_changes": run.metrics().get("lr_changes", []) + [{"iteration": at, "lr": lr}]})
-    result = train_loop(proc, dataset, cfg.loop, run, resume=True)
-    return _finish_codec(run, proc, c_hold, s_hold, result)
-
-
-def _read_config(model: Any, raw: dict[str, Any], p: Path) -> Any:
-    """The run's resolved config, validated (a folder of another command is a clear error)."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(
-            format_validation_error(err, f"{p}/config.json"), hint="is this a run of this command?"
-        ) from None
-
-
-def _require_run(run_dir: str | Path) -> Path:
-    p = Path(run_dir)
-    if not (p / "config.json").is_file():
-        raise ConfigError(
-            f"{p} is not a run folder (no config.json); nothing to resume", hint="start the run without --resume"
-        )
-    return p
+    return resume_run(CODEC_RUNS, run_dir, device=device, progress=progress, iters=iters, lr=lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,60 +229,90 @@ def _detector_data(cfg: DetectRunConfig) -> tuple[CoverStegoPairs, torch.Tensor,
     return CoverStegoPairs(c_train, s_train, seed=cfg.loop.seed, augment=cfg.procedure.augment), c_hold, s_hold
 
 
-def _finish_detector(
-    run: Run, proc: SteganalysisProcedure, c_hold: torch.Tensor, s_hold: torch.Tensor, result: Any
-) -> dict[str, Any]:
-    from copymark.images import from_uint8
-    from copymark.metrics.detection import rates_at, roc_auc
-    from copymark.stego.detect import save_steganalyzer, score_images
+class DetectorRuns(RunKind[DetectRunConfig, dict[str, Any]]):
+    """``copymark stego detect-train``: a steganalyzer, exported to RUN/detector with a held-out AUC."""
 
-    net = proc.nets["detector"].eval()
-    save_steganalyzer(run.path / DETECTOR_EXPORT, net, proc.config.model, {"run": str(run.path), **proc.provenance()})
-    out: dict[str, Any] = {
-        "detector": str(run.path / DETECTOR_EXPORT),
-        "iterations": result.iterations,
-        "train_seconds": result.seconds,
-    }
-    if len(c_hold):
-        sc = score_images(net, from_uint8(c_hold)).tolist()
-        ss = score_images(net, from_uint8(s_hold)).tolist()
-        scores, labels = sc + ss, [0] * len(sc) + [1] * len(ss)
-        out["heldout"] = {"pairs": len(sc), "roc_auc": roc_auc(scores, labels), **rates_at(scores, labels, 0.5)}
-        run.log(
-            "held-out (%d pairs): ROC AUC %.4f, detection rate %.4f at 0.5",
-            len(sc),
-            out["heldout"]["roc_auc"],
-            out["heldout"]["detection_rate"],
+    task = "stego-detect-train"
+    config_model = DetectRunConfig
+
+    def data(self, config: DetectRunConfig) -> RunData:
+        dataset, c_hold, s_hold = _detector_data(config)
+        return RunData(dataset, (c_hold, s_hold))
+
+    def procedure(self, config: DetectRunConfig) -> Procedure:
+        return SteganalysisProcedure(config.procedure)
+
+    def finish(self, run: Run | None, proc: Procedure, data: RunData, result: TrainResult) -> dict[str, Any]:
+        from copymark.images import from_uint8
+        from copymark.metrics.detection import rates_at, roc_auc
+        from copymark.stego.detect import save_steganalyzer, score_images
+
+        if run is None:
+            return {}
+        assert isinstance(proc, SteganalysisProcedure)
+        c_hold, s_hold = data.held_out
+        net = proc.nets["detector"].eval()
+        save_steganalyzer(
+            run.path / DETECTOR_EXPORT,
+            net,  # type: ignore[arg-type]
+            proc.config.model,
+            {"run": str(run.path), **proc.provenance(), "iterations": result.iterations},
         )
-    run.update_metrics(out)
-    return out
+        out: dict[str, Any] = {
+            "detector": str(run.path / DETECTOR_EXPORT),
+            "iterations": result.iterations,
+            "train_seconds": result.seconds,
+        }
+        if len(c_hold):
+            sc = score_images(net, from_uint8(c_hold)).tolist()
+            ss = score_images(net, from_uint8(s_hold)).tolist()
+            scores, labels = sc + ss, [0] * len(sc) + [1] * len(ss)
+            out["heldout"] = {"pairs": len(sc), "roc_auc": roc_auc(scores, labels), **rates_at(scores, labels, 0.5)}
+            run.log(
+                "held-out (%d pairs): ROC AUC %.4f, detection rate %.4f at 0.5",
+                len(sc),
+                out["heldout"]["roc_auc"],
+                out["heldout"]["detection_rate"],
+            )
+        run.update_metrics(out)
+        return out
+
+    def continue_command(self, config: DetectRunConfig, run_dir: Path, iters: int) -> str:
+        p, d = config.procedure, config.data
+        args = [
+            "copymark",
+            "stego",
+            "detect-train",
+            "--model",
+            p.model.kind,
+            "--covers",
+            d.covers,
+            "--stegos",
+            d.stegos,
+        ]
+        args += ["--holdout", str(d.holdout)] + (["--limit", str(d.limit)] if d.limit else [])
+        args += loop_cli_args(config.loop, STEGO_FLAGS) + ["--lr", repr(p.lr)] + ([] if p.augment else ["--no-augment"])
+        arch = _arch_overrides(p.model)
+        if arch:
+            args += ["--net-config", json.dumps(arch)]
+        args += ["--init-from", str(run_dir), "--iters", str(iters), "--run-dir", f"{run_dir}-{iters}"]
+        return shlex.join(args)
+
+
+DETECTOR_RUNS = DetectorRuns()
 
 
 def train_detector(cfg: DetectRunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train a steganalyzer into a new run folder; returns the metrics written to metrics.json."""
-    from copymark.runs import create_run
-
-    dataset, c_hold, s_hold = _detector_data(cfg)
-    run = create_run(run_dir, cfg.model_dump(), device=cfg.loop.device, seed=cfg.loop.seed)
-    seed_everything(cfg.loop.seed)
-    proc = SteganalysisProcedure(cfg.procedure)
-    result = train_loop(proc, dataset, cfg.loop, run)
-    return _finish_detector(run, proc, c_hold, s_hold, result)
+    return start_run(DETECTOR_RUNS, cfg, run_dir)
 
 
-def resume_detector(run_dir: str | Path, device: str | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Continue a steganalyzer run from its latest checkpoint and finish it."""
-    from copymark.runs import open_run, read_json
-
-    p = _require_run(run_dir)
-    cfg = _read_config(DetectRunConfig, read_json(p / "config.json"), p)
-    if device is not None:
-        cfg.loop.device = device
-    if progress is not None:
-        cfg.loop.progress = progress
-    dataset, c_hold, s_hold = _detector_data(cfg)
-    run = open_run(p)
-    seed_everything(cfg.loop.seed)
-    proc = SteganalysisProcedure(cfg.procedure)
-    result = train_loop(proc, dataset, cfg.loop, run, resume=True)
-    return _finish_detector(run, proc, c_hold, s_hold, result)
+def resume_detector(
+    run_dir: str | Path,
+    device: str | None = None,
+    progress: bool | None = None,
+    lr: float | None = None,
+    iters: int | None = None,
+) -> dict[str, Any]:
+    """Continue a steganalyzer run from its latest checkpoint and finish it (``lr``: as :func:`resume_codec`)."""
+    return resume_run(DETECTOR_RUNS, run_dir, device=device, progress=progress, iters=iters, lr=lr)

@@ -7,7 +7,12 @@
 - Procedures: :mod:`~copymark.train.pix2pix`, :mod:`~copymark.train.cyclegan`,
   :mod:`~copymark.train.ugatit`, :mod:`~copymark.train.sr` (SRResNet, SRGAN), plus the
   watermark side's stego / steganalysis procedures.
-- :mod:`~copymark.train.api`: folders -> datasets -> run folder (what ``copymark train`` calls).
+- :mod:`~copymark.train.api`: the one run orchestrator (:class:`~copymark.train.api.RunKind`:
+  validation before the run folder, seeding, DDP, resume, ``--init-from``, finishing) and the
+  translation runs of ``copymark train``; codec / steganalyzer runs plug into it from
+  :mod:`copymark.stego.training`.
+- :mod:`~copymark.train.folders`: the translation procedures' datasets from data folders.
+- :mod:`~copymark.train.describe`: every ``--net-config`` key with its default (``copymark nets show``).
 
 Inference with trained models lives in :mod:`copymark.translate`.
 """

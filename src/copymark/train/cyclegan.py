@@ -27,14 +27,14 @@ class CycleGANConfig(StrictModel):
     kind: Literal["cyclegan"] = "cyclegan"
     generator: ResnetGenConfig = Field(default_factory=ResnetGenConfig)
     discriminator: PatchGANConfig = Field(default_factory=lambda: PatchGANConfig(norm="instance"))
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    lambda_cycle: float = Field(10.0, ge=0)
+    lr: float = Field(2e-4, gt=0, description="Adam learning rate (G and D)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    lambda_cycle: float = Field(10.0, ge=0, description="weight of the L1 cycle-consistency terms")
     lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle")
     gan_mode: GanMode = "lsgan"
-    pool_size: int = Field(50, ge=0)
-    decay_start: float = Field(0.5, ge=0, le=1)
+    pool_size: int = Field(50, ge=0, description="history of generated images the discriminators see (0: none)")
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of iterations at constant LR, then decay")
 
 
 class CycleGAN(Procedure):

@@ -437,6 +437,24 @@ def _save(run: Run, proc: Procedure, it: int, scaler: torch.amp.GradScaler, cfg:
     return ck.write_checkpoint(run.path, it, nets, state, meta, keep=cfg.keep_checkpoints)
 
 
+def set_learning_rate(proc: Procedure, lr: float) -> None:
+    """Make ``lr`` the base learning rate of every optimiser of ``proc`` from now on.
+
+    A schedule keeps its shape: a parameter group at ``factor x base`` (e.g. half-way through a
+    linear decay) moves to ``factor x lr``, and the scheduler's base becomes ``lr``.
+    """
+    by_optimizer = {id(s.optimizer): s for s in proc.schedulers.values()}
+    for o in proc.optimizers.values():
+        sched = by_optimizer.get(id(o))
+        for i, g in enumerate(o.param_groups):
+            base = sched.base_lrs[i] if sched is not None else g["lr"]
+            g["lr"] = lr * (g["lr"] / base if base else 1.0)
+            if "initial_lr" in g:
+                g["initial_lr"] = lr
+        if sched is not None:
+            sched.base_lrs = [lr] * len(o.param_groups)
+
+
 def _load(run: Run, proc: Procedure, scaler: torch.amp.GradScaler, device: torch.device) -> int:
     from copymark.checkpoints import load_checkpoint, load_strict
 
@@ -543,11 +561,16 @@ def train_loop(
     run: Run | None,
     resume: bool = False,
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    lr: float | None = None,
 ) -> TrainResult:
     """Train ``proc`` on ``dataset`` for ``cfg.iters`` iterations; see the module docstring.
 
     ``run`` is the run folder (rank 0; other ranks may pass None). Seed the RNGs and build
     ``proc`` *before* calling (:func:`seed_everything`), so net initialisation is reproducible.
+    ``resume`` continues from the run's latest checkpoint, or from iteration 0 when the run
+    was stopped before its first checkpoint (the same seed gives the same start). ``lr``
+    replaces the learning rate from the start point on (:func:`set_learning_rate`), e.g. to
+    continue a diverged run from its last good checkpoint with a lower one.
     """
     d = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, d)
@@ -561,11 +584,17 @@ def train_loop(
     if resume:
         if run is None:
             raise CopymarkError("resume needs the run folder")
-        start = _load(run, proc, scaler, device)
+        has_checkpoint = ck.latest_checkpoint(run.path) is not None
+        start = _load(run, proc, scaler, device) if has_checkpoint else 0
         if writer is not None:
             _truncate_losses(writer.path / LOSSES_FILE, start)
-            writer.log("resuming %s at iteration %d", proc.kind, start)
-    elif writer is not None:
+            if has_checkpoint:
+                writer.log("resuming %s at iteration %d", proc.kind, start)
+            else:
+                writer.log("no checkpoint yet: training %s again from iteration 0 (same seed, same start)", proc.kind)
+    if lr is not None:
+        set_learning_rate(proc, lr)
+    if not resume and writer is not None:
         writer.log(
             "training %s for %d iterations on %s (amp %s, world %d)", proc.kind, cfg.iters, device, cfg.amp, d.world
         )

@@ -4,7 +4,9 @@ Per iteration, as the reference implementation (junyanz/pytorch-CycleGAN-and-pix
 ``pix2pix_model.py``): ``fake = G(A)``; D update on ``0.5 * (GAN(D(A, fake), 0) + GAN(D(A, B), 1))``;
 G update on ``GAN(D(A, fake), 1) + lambda_l1 * |fake - B|_1`` with D frozen. The conditional D
 sees the input and the output concatenated (6 channels). Vanilla (BCE) GAN loss, lambda 100,
-Adam(2e-4, 0.5, 0.999), constant then linearly decaying LR.
+Adam(2e-4, 0.5, 0.999), constant then linearly decaying LR. The UNet depth follows the training
+size unless set (:func:`unet_depth_for_size`: the reference's ``unet_128`` at 128 px, ``unet_256``
+at 256 px).
 """
 
 from __future__ import annotations
@@ -16,19 +18,44 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from copymark.config import StrictModel
+from copymark.errors import ConfigError
 from copymark.nets.build import PatchGANConfig, UNetConfig, build_net
 from copymark.train.loop import Procedure, StepContext, adam, linear_decay, set_requires_grad
 from copymark.train.losses import GanMode, gan_loss
+
+UNET_MIN_DOWNS = 5
+UNET_MAX_DOWNS = 8
+
+
+def unet_depth_for_size(size: int) -> int:
+    """The UNet depth (``num_downs``) ``copymark train pix2pix`` uses at ``--size`` unless told otherwise.
+
+    The deepest UNet whose bottleneck is still a whole number of pixels, capped at the
+    reference's ``unet_256``: the largest ``k <= 8`` with ``2**k`` dividing ``size``. So 128 px
+    gives 7 (the reference's ``unet_128``), 256 px gives 8 (``unet_256``), 64 px 6, 32 px 5, 96 px 5
+    (a 3x3 bottleneck) and 512 px 8 (``unet_256`` on larger images, a 2x2 bottleneck). A size that
+    is not a multiple of 32 (``2**5``, the shallowest UNet) is a ConfigError.
+    """
+    k = 0
+    while k < UNET_MAX_DOWNS and size % 2 ** (k + 1) == 0:
+        k += 1
+    if k < UNET_MIN_DOWNS:
+        raise ConfigError(
+            f"--size {size} does not fit a UNet generator: it must be a multiple of {2**UNET_MIN_DOWNS} "
+            f"(2**num_downs, num_downs >= {UNET_MIN_DOWNS})",
+            hint=f"use e.g. --size {max(2**UNET_MIN_DOWNS, size - size % 2**UNET_MIN_DOWNS)}, or crop/resize with --resize-policy",
+        )
+    return k
 
 
 class Pix2PixConfig(StrictModel):
     kind: Literal["pix2pix"] = "pix2pix"
     generator: UNetConfig = Field(default_factory=UNetConfig)
     discriminator: PatchGANConfig = Field(default_factory=lambda: PatchGANConfig(in_channels=6))
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    lambda_l1: float = Field(100.0, ge=0)
+    lr: float = Field(2e-4, gt=0, description="Adam learning rate (G and D)")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    lambda_l1: float = Field(100.0, ge=0, description="weight of the L1 term in the generator loss")
     gan_mode: GanMode = "vanilla"
     decay_start: float = Field(0.5, ge=0, le=1, description="fraction of iterations at constant LR")
 
@@ -41,8 +68,6 @@ class Pix2Pix(Procedure):
         super().__init__()
         self.config = config
         if config.discriminator.in_channels != config.generator.in_channels + config.generator.out_channels:
-            from copymark.errors import ConfigError
-
             raise ConfigError(
                 f"pix2pix: the conditional discriminator needs in_channels = {config.generator.in_channels} + "
                 f"{config.generator.out_channels}, got {config.discriminator.in_channels}"

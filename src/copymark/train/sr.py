@@ -6,8 +6,9 @@
   feature MSE (feature maps scaled by 1/12.75, as the paper) from a **local** torchvision VGG19
   weight file; discriminator on ``GAN(D(HR), 1) + GAN(D(G(LR)), 0)`` (BCE). Without a VGG file
   this is a :class:`~copymark.errors.WeightsError`; ``perceptual=False`` (``--no-perceptual``)
-  trains with the pixel MSE as content loss instead, and only when asked. ``init_from`` starts
-  the generator from an SRResNet checkpoint (net folder or run folder), as the paper does.
+  trains with the pixel MSE as content loss instead, and only when asked. As the paper, start
+  the generator from a trained SRResNet: ``copymark train srgan --init-from SRRESNET_RUN`` (the
+  orchestrator's ``init_from``, :mod:`copymark.train.api`; G from the run's G, D fresh).
 
 LR schedule: constant, then (``schedule="step"``) x0.1 for the second half as SRGAN's 1e-4 ->
 1e-5, or (``"linear"``) linear decay.
@@ -15,7 +16,6 @@ LR schedule: constant, then (``schedule="step"``) x0.1 for the second half as SR
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -46,9 +46,9 @@ def _schedule(
 class SRResNetTrainConfig(StrictModel):
     kind: Literal["srresnet"] = "srresnet"
     generator: SRResNetConfig = Field(default_factory=SRResNetConfig)
-    lr: float = Field(1e-4, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
     schedule: Literal["step", "linear"] = "step"
     decay_start: float = Field(1.0, ge=0, le=1, description="1.0: constant LR")
 
@@ -57,16 +57,15 @@ class SRGANTrainConfig(StrictModel):
     kind: Literal["srgan"] = "srgan"
     generator: SRResNetConfig = Field(default_factory=SRResNetConfig)
     discriminator: SRGANDiscConfig = Field(default_factory=SRGANDiscConfig)
-    lr: float = Field(1e-4, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    adv_weight: float = Field(1e-3, ge=0)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    adv_weight: float = Field(1e-3, ge=0, description="weight of the adversarial term (the paper's 1e-3)")
     gan_mode: GanMode = "vanilla"
     perceptual: bool = True
     vgg_weights: str | None = Field(None, description="local torchvision vgg19 state dict (.pth)")
-    init_from: str | None = Field(None, description="SRResNet checkpoint or run folder to start G from")
     schedule: Literal["step", "linear"] = "step"
-    decay_start: float = Field(0.5, ge=0, le=1)
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of iterations at constant LR, then decay")
 
 
 class SRResNetProcedure(Procedure):
@@ -112,10 +111,7 @@ class SRGANProcedure(SRResNetProcedure):
             )
         else:
             self.perceptual = None
-        G = build_net(config.generator)
-        if config.init_from:
-            G = _load_generator(config.init_from, config.generator)
-        self.nets = {"G": G, "D": build_net(config.discriminator)}
+        self.nets = {"G": build_net(config.generator), "D": build_net(config.discriminator)}
         self.net_configs = {"G": config.generator, "D": config.discriminator}
         betas = (config.beta1, config.beta2)
         self.optimizers = {k: adam(n.parameters(), config.lr, betas) for k, n in self.nets.items()}
@@ -148,18 +144,3 @@ class SRGANProcedure(SRResNetProcedure):
 
     def provenance(self) -> dict[str, Any]:
         return {"procedure_config": self.config.model_dump()}
-
-
-def _load_generator(path: str, expected: SRResNetConfig) -> torch.nn.Module:
-    from copymark.errors import WeightsError
-    from copymark.nets.build import load_net
-    from copymark.translate import resolve_net_folder
-
-    folder = resolve_net_folder(Path(path))
-    net, cfg = load_net(folder, "cpu", expected_kind="srresnet")
-    if cfg != expected:
-        raise WeightsError(
-            f"{folder}: the SRResNet there is {cfg.model_dump()}, but this run's generator is {expected.model_dump()}",
-            hint="pass the same --net-config generator settings as the SRResNet run",
-        )
-    return net.train()

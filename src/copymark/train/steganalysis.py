@@ -35,8 +35,8 @@ class SteganalysisTrainConfig(StrictModel):
 
     kind: Literal["steganalysis"] = "steganalysis"
     model: DetectorNetConfig = Field(default_factory=SRNetConfig)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     augment: bool = Field(True, description="random flips and 90-degree rotations, identical for a cover and its stego")
 
 

@@ -48,7 +48,7 @@ class StegoTrainConfig(StrictModel):
 
     kind: Literal["stego"] = "stego"
     codec: CodecNetConfig = Field(default_factory=En2DConfig)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     beta: float = Field(1.0, ge=0, description="weight of the revealed-secret MSE")
     adam_betas: tuple[float, float] = (0.9, 0.999)
 
@@ -101,15 +101,6 @@ class StegoProcedure(Procedure):
         self.nets = {"codec": net}
         self.net_configs = {"codec": config.codec}
         self.optimizers = {"codec": torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.adam_betas)}
-        self.lr_override: float | None = None
-
-    def load_extra_state(self, state: Any) -> None:
-        """Called by the loop after the optimiser state is restored on resume: apply a new lr
-        (``lr_override``), which is how a run that diverged is continued from its last good
-        checkpoint with a lower learning rate."""
-        if self.lr_override is not None:
-            for group in self.optimizers["codec"].param_groups:
-                group["lr"] = self.lr_override
 
     def step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         cover, secret = batch["cover"], batch["secret"]
