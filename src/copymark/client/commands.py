@@ -88,7 +88,9 @@ async def repair_store(store_dir: Path, victim_url: str, api_key: str, concurren
 
 def register(app: typer.Typer) -> None:
     """Add ``copymark store ...`` to ``app``."""
-    store_app = typer.Typer(help="Query stores: check (and repair) the answers a campaign stored.")
+    store_app = typer.Typer(
+        help="Query stores: check (and repair) the answers a campaign stored.", no_args_is_help=True
+    )
     app.add_typer(store_app, name="store")
 
     @store_app.command("check")
@@ -105,7 +107,9 @@ def register(app: typer.Typer) -> None:
         timeout_s: float = typer.Option(60.0, "--timeout", help="seconds per request before a retry"),
         max_retries: int = typer.Option(8, "--max-retries", help="retries per request after transient failures"),
         max_rate_wait_s: float = typer.Option(
-            300.0, "--max-rate-wait", help="seconds a request may be held back by the key's rate limit in total"
+            300.0,
+            "--max-rate-wait",
+            help="seconds of waits the key's rate limit (429) may ask of one request in total; not failed attempts",
         ),
     ) -> None:
         """Check every file of a query store against its hash; with --repair, re-query what is damaged.

@@ -38,7 +38,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -363,9 +363,7 @@ class CampaignResult:
     candidates_exhausted: bool = False  # the photos gave fewer distinct crops than the budget asked for
 
     def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d["report"].pop("stop_error", None)
-        return d
+        return asdict(replace(self, report=replace(self.report, stop_error=None)))
 
 
 def _legacy_config(victim_url: str, args: tuple[Any, ...], named: dict[str, Any]) -> CampaignConfig:

@@ -66,8 +66,8 @@ def _register_extract(app: typer.Typer) -> None:
         max_rate_wait_s: float = typer.Option(
             300.0,
             "--max-rate-wait",
-            help="seconds a request may be held back by the key's rate limit (429) in total; "
-            "rate-limit waits are not failed attempts",
+            help="seconds of waits the key's rate limit (429 Retry-After) may ask of one request in total "
+            "before it gives up; rate-limit waits are not failed attempts",
         ),
         allow_upscale: bool = typer.Option(
             False, "--allow-upscale", help="query upscaled crops of photos smaller than --size (refused otherwise)"
