@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copymark.metrics.commands",  # metrics
     "copymark.train.commands",  # train, translate, nets show
     "copymark.serving.commands",  # serve
+    "copymark.client.commands",  # store check
     "copymark.extraction.commands",  # extract
     "copymark.extraction.attack_commands",  # evaluate, learning-curve, demo
     "copymark.report.commands",  # report

@@ -24,6 +24,7 @@ import torch
 from copymark.cli import main as cli_main
 from copymark.client.http import RetryPolicy
 from copymark.client.store import QueryStore
+from copymark.errors import DataError
 from copymark.extraction.campaign import kcenter_order, run_campaign, select_order
 from copymark.images import decode_image_bytes, quantize
 from copymark.serving.app import create_app
@@ -365,3 +366,251 @@ def test_sr_campaign_answers_are_upscaled(tmp_path, photos):
         y = decode_image_bytes(ans.read_bytes())
         assert x.shape == (3, 16, 16) and y.shape == (3, 64, 64)
         assert torch.equal(y, quantize(victim(x[None]))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10 item 3: the README's key at the default concurrency
+
+
+README_KEY = "attacker-key-0001"
+
+
+def test_readme_key_at_default_concurrency_gets_all_300_answers(tmp_path, photos, capsys):
+    """README "Steal an image-translation model": 20 requests/s, burst 40, `--concurrency 4` (the
+    default). Before the shared pace this gave up after 68-118 of 300 answers ("gave up after 9
+    attempts (last: HTTP 429 ...)"). 429 bound: a count from the key's limits, not a timing
+    (see tests/client/test_client_pacing.py): two rounds of 4 while learning, then one per ten
+    of the 260 answers beyond the burst; racing workers would get about 3 per answer."""
+    (tmp_path / "keys.json").write_text(json.dumps({README_KEY: {"budget": 500, "rate_per_s": 20, "burst": 40}}))
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "readme-invert"))
+    try:
+        rc = cli_main(
+            ["extract", "--victim-url", srv.url, "--api-key", README_KEY, "--data", str(photos), "--budget", "300"]
+            + ["--store", str(tmp_path / "store"), "--size", "16", "--quiet"]
+        )
+    finally:
+        srv.stop()
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["answered_total"] == 300 and summary["stop_reason"] is None
+    statuses = Counter(e["status"] for e in _log(tmp_path))
+    assert statuses[200] == 300
+    assert 1 <= statuses[429] <= 2 * 4 + (300 - 40) / 10, statuses  # the limit was hit, and paced
+    assert summary["server_budget_remaining"] == 200
+
+
+def test_rate_limit_give_up_names_the_rate_limit_not_the_network(tmp_path, photos, capsys):
+    (tmp_path / "keys.json").write_text(json.dumps({KEY: {"budget": 100, "rate_per_s": 0.01, "burst": 1}}))
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "slow-key"))
+    try:
+        rc = cli_main(
+            ["extract", "--victim-url", srv.url, "--api-key", KEY, "--data", str(photos), "--budget", "3"]
+            + ["--store", str(tmp_path / "s"), "--size", "16", "--quiet", "--max-rate-wait", "5"]
+        )
+    finally:
+        srv.stop()
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "campaign stopped after 1 of 3 answers" in err and "rate limit of 0.01/s" in err
+    assert "this is the key's rate limit" in err and "--max-rate-wait" in err
+    assert "running and reachable" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10 item 4(b): a rerun verifies the store it reuses
+
+
+def _extract(url: str, photos: Path, store: Path, budget: int = 8, *extra: str) -> int:
+    return cli_main(
+        ["extract", "--victim-url", url, "--api-key", KEY, "--data", str(photos), "--budget", str(budget)]
+        + ["--store", str(store), "--size", "16", "--seed", "3", "--quiet", *extra]
+    )
+
+
+def _damage(path: Path, kind: str, other: Path) -> None:
+    data = path.read_bytes()
+    match kind:
+        case "flip":
+            path.write_bytes(data[:40] + bytes([data[40] ^ 0x01]) + data[41:])
+        case "truncate":
+            path.write_bytes(data[: len(data) // 2])
+        case "delete":
+            path.unlink()
+        case "replace":
+            path.write_bytes(other.read_bytes())
+
+
+@pytest.mark.parametrize("kind", ["flip", "truncate", "delete", "replace"])
+def test_extract_rerun_repairs_damaged_answers_and_inputs(tmp_path, photos, capsys, kind):
+    """Before: the rerun said rc 0 and `train --from-store` crashed (FileNotFoundError) or trained on
+    the wrong pair. Now the rerun re-makes the damaged input from the photo, re-queries the damaged
+    answer (a free replay: the server kept it), and training reads a verified store."""
+    from copymark.client.pairs import training_folder
+
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "repair-invert"))
+    store_dir = tmp_path / "store"
+    try:
+        assert _extract(srv.url, photos, store_dir) == 0
+        with QueryStore(store_dir) as store:
+            pairs = store.pairs()
+            before = [(i.read_bytes(), a.read_bytes()) for i, a in pairs]
+        _damage(pairs[1][1], kind, pairs[5][1])  # an answer
+        _damage(pairs[3][0], kind, pairs[6][0])  # an input of another row
+        paid = sum(_victim_runs_per_input(tmp_path).values())
+        capsys.readouterr()
+        assert _extract(srv.url, photos, store_dir) == 0
+        summary = json.loads(capsys.readouterr().out)
+    finally:
+        srv.stop()
+    assert summary["store_repair"] == {"inputs_restored": 1, "answers_requeried": 1, "unrepaired": 0}
+    assert summary["answered_total"] == 8 and summary["replayed"] == 1 and summary["new_answers"] == 0
+    assert sum(_victim_runs_per_input(tmp_path).values()) == paid  # nothing paid twice
+    with QueryStore(store_dir) as store:
+        assert store.integrity_check().ok
+        assert [(i.read_bytes(), a.read_bytes()) for i, a in store.pairs()] == before  # same pairs, same order
+    assert training_folder(store_dir, tmp_path / "pairs").n_pairs == 8
+
+
+def test_extract_rerun_fails_clearly_on_damage_it_cannot_repair(tmp_path, photos, capsys):
+    import shutil
+
+    from copymark.client.pairs import training_folder
+
+    own = tmp_path / "photos"
+    shutil.copytree(photos, own)
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "lost-photo"))
+    store_dir = tmp_path / "store"
+    try:
+        assert _extract(srv.url, own, store_dir) == 0
+        with QueryStore(store_dir) as store:
+            row = store.rows()[0]
+        photo = own / str(row["source"]).partition("#")[0]
+        store_input = store_dir / "inputs" / row["input_sha"][:2] / f"{row['input_sha']}.png"
+        store_input.unlink()
+        photo.rename(tmp_path / "elsewhere.png")  # its photo is gone too: the crop cannot be re-made
+        capsys.readouterr()
+        rc = _extract(srv.url, own, store_dir)
+    finally:
+        srv.stop()
+    err = capsys.readouterr().err
+    assert rc == 2 and "could not be repaired" in err and row["input_sha"][:12] in err
+    with pytest.raises(DataError, match="damaged") as ei:
+        training_folder(store_dir, tmp_path / "pairs")
+    # the hint is the store's own extract command, read from what the store recorded
+    assert f"--data {own} --budget 8 --store {store_dir} --strategy random --size 16 --seed 3" in ei.value.hint
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10 item 6 / issue 11 item 2: a typed campaign config, checked before the store is touched
+
+
+def test_campaign_config_is_strict_and_the_old_call_is_checked_too(tmp_path, photos):
+    from copymark.config import parse_config
+    from copymark.errors import ConfigError
+    from copymark.extraction.campaign import CampaignConfig
+
+    with pytest.raises(ConfigError, match="unknown key 'sizee'"):
+        parse_config(
+            CampaignConfig, {"victim_url": "http://x", "data_dir": photos, "budget": 1, "store_dir": "s", "sizee": 3}
+        )
+    with pytest.raises(ConfigError, match="plan_budget"):
+        parse_config(
+            CampaignConfig,
+            {"victim_url": "http://x", "data_dir": photos, "budget": 5, "store_dir": "s", "plan_budget": 2},
+        )
+    with pytest.raises(ConfigError, match="unknown key 'concurency'"):
+        run_campaign("http://127.0.0.1:9", KEY, photos, 1, tmp_path / "s", concurency=3)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "NOPE"], "attacker data folder not found"),
+        (["--size", "4"], "--size: Input should be greater than or equal to 8"),
+        (["--strategy", "clever"], "--strategy: Input should be 'random' or 'diverse'"),
+        (["--budget", "-1"], "--budget: Input should be greater than or equal to 0"),
+        (["--concurrency", "0"], "--concurrency: Input should be greater than or equal to 1"),
+        (["--victim-url", "127.0.0.1:8000"], "--victim-url: Value error, expected an http:// or https:// URL"),
+        (["--size", "128"], "--size 128: 3 of 3 photos"),
+    ],
+)
+def test_extract_checks_everything_before_the_store_or_the_server(tmp_path, photos, capsys, args, message):
+    """The URL is a closed port: an error about the network would mean the checks came too late."""
+    opts = {"--victim-url": "http://127.0.0.1:9", "--data": str(photos), "--budget": "5", "--size": "16"}
+    opts.update(dict(zip(args[::2], [a.replace("NOPE", str(tmp_path / "nope")) for a in args[1::2]])))
+    argv = ["extract", "--api-key", KEY, "--store", str(tmp_path / "store"), "--quiet"]
+    for k, v in opts.items():
+        argv += [k, v]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "reachable" not in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_extract_refuses_to_upscale_small_photos_unless_asked(tmp_path, photos, capsys):
+    """Issue 11 item 2: `--size 128` on photos of 64-96 px used to upscale them silently."""
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "upscale"))
+    try:
+        argv = ["extract", "--victim-url", srv.url, "--api-key", KEY, "--data", str(photos), "--budget", "2"]
+        argv += ["--store", str(tmp_path / "store"), "--size", "128", "--quiet"]
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert "upscaled" in err and "--allow-upscale" in err and "--size 64 or less" in err
+        assert not (tmp_path / "store").exists() and not _log(tmp_path)  # nothing created, nothing sent
+        assert cli_main(argv + ["--allow-upscale"]) == 0
+    finally:
+        srv.stop()
+    with QueryStore(tmp_path / "store") as store:
+        assert store.counts()["answered"] == 2
+        assert all("@" in str(r["source"]) for r in store.rows())  # the crops say they were upscaled
+        assert json.loads(store.get_meta("campaign"))["allow_upscale"] is True
+
+
+def test_extract_refuses_a_folder_that_is_not_a_store(tmp_path, photos, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    rc = _extract("http://127.0.0.1:9", photos, folder)
+    assert rc == 2 and "not a query store" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_run_campaign_takes_a_config(tmp_path, photos):
+    from copymark.extraction.campaign import CampaignConfig
+
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "config-invert"))
+    try:
+        cfg = CampaignConfig(
+            victim_url=srv.url, data_dir=photos, budget=4, store_dir=tmp_path / "s", size=16, strategy="diverse"
+        )
+        res = run_campaign(cfg, KEY, progress=False)
+        with pytest.raises(TypeError):
+            run_campaign(cfg, KEY, 4)
+    finally:
+        srv.stop()
+    assert res.answered_total == 4 and res.strategy == "diverse"
+    with QueryStore(tmp_path / "s") as store:
+        meta = json.loads(store.get_meta("campaign"))
+    assert meta["strategy"] == "diverse" and meta["size"] == 16 and meta["victim_id"] == res.victim_id
+    assert KEY not in json.dumps(meta)  # the key is a secret: never recorded
+
+
+def test_extract_says_when_the_photos_give_fewer_crops_than_the_budget(tmp_path, capsys):
+    """Two 16 px photos give two distinct 16 px crops: a budget of 5 ends at 2, and says why."""
+    from copymark.images import save_image
+
+    own = tmp_path / "photos"
+    for i in range(2):
+        save_image(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(i)), own / f"p{i}.png")
+    srv = _server(tmp_path, function_model(lambda x: 1 - x, "few-crops"))
+    try:
+        assert _extract(srv.url, own, tmp_path / "store", 5) == 0
+    finally:
+        srv.stop()
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out)
+    assert summary["answered_total"] == 2 and summary["candidates_exhausted"] is True
+    assert "give no more distinct 16 px crops" in cap.err and "2 of the 5 answers" in cap.err

@@ -1,14 +1,31 @@
-"""The caller's HTTP client of a copymark API: budgeted, polite, retrying.
+"""The caller's HTTP client of a copymark API: budgeted, paced, retrying.
 
 Used by extraction (querying a victim) and by ownership verification (querying a suspect).
 
-:class:`ApiClient` wraps an ``httpx.AsyncClient``: a semaphore bounds concurrent requests,
-each request has a timeout, and transient failures (connection errors, timeouts, 408, 429,
-5xx) are retried with exponential backoff and "equal jitter" (half fixed, half random), or
-after exactly the server's ``Retry-After`` (plus a little jitter) when it sends one.
-Permanent refusals are not retried: 401/403 (key) stop everything with :class:`AuthError`,
-402 (budget spent) stops everything with :class:`BudgetExhausted`; 413/415/422 fail only that
-input.
+:class:`ApiClient` wraps an ``httpx.AsyncClient``; a semaphore bounds the requests in flight
+and each request has a timeout. Three things keep it within the limits it is given:
+
+* **One pace for all workers** (:class:`RateGate`). Every request of a client passes one shared
+  gate. After a 429 the gate holds *all* requests until the time the server named
+  (``X-Retry-After-Ms``, else ``Retry-After``) and from then on lets them out one at a time,
+  spaced by an interval learned from the server's hints (see :class:`RateGate`), so the
+  workers do not all fire again at the same instant and the 429s stop after a few.
+* **A rate-limit wait is not a failure.** A 429 does not count as a failed attempt; a request
+  gives up on the rate limit only when the waits the server asked of it add up to more than
+  ``RetryPolicy.max_rate_wait_s`` (or one wait alone is longer than that).
+* **Never a request the budget cannot pay for.** The client remembers ``X-Budget-Remaining``
+  and admits a paid request only while ``remaining - paid requests in flight > 0`` (and the
+  local budget, if any, allows it); a request that may be a free Idempotency-Key replay of an
+  answer the server kept is admitted anyway (``may_replay``).
+
+Transient failures (connection errors, timeouts, 408, 5xx) are retried up to
+``RetryPolicy.max_retries`` times with exponential backoff and "equal jitter" (half fixed,
+half random), or after the server's ``Retry-After`` when it sends one. Permanent refusals are
+not retried: 401/403 (key) stop everything with :class:`AuthError`, 402 (budget spent) with
+:class:`BudgetExhausted`; 413/415/422 fail only that input. When a request gives up, the
+error says why, and its hint matches the cause: :class:`RateLimited` (the key's rate),
+:class:`ServerFailing` (the server answers, with errors), :class:`Unreachable` (no answer at
+all: "is the server running and reachable?"). All three are :class:`ServerUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,11 +35,13 @@ import email.utils
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+from pydantic import Field
 
+from copymark.config import StrictModel
 from copymark.errors import CopymarkError
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -44,9 +63,39 @@ class AuthError(QueryError):
 class BudgetExhausted(QueryError):
     """The query budget (the server's or the local one) is spent."""
 
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None, request_id: str = ""):
+        super().__init__(message, hint, status, request_id)
+        self.local = False  # True: this client's own limit (local_budget), not the server's
+
 
 class ServerUnavailable(QueryError):
-    """The server stayed unreachable or overloaded through every retry."""
+    """A query gave up: the server could not serve it through every retry or wait allowed.
+
+    ``cause`` says why: ``"unreachable"`` (no HTTP answer: connection refused or reset),
+    ``"timeout"`` (connected, but no answer within the timeout), ``"server_error"`` (the server
+    kept answering 5xx/408) or ``"rate_limit"`` (the key's rate limit would hold it back longer
+    than allowed). Raised as one of the subclasses below.
+    """
+
+    cause = "unreachable"
+
+
+class Unreachable(ServerUnavailable):
+    """No HTTP answer through every retry: connection refused or reset, or timeouts."""
+
+    cause = "unreachable"
+
+
+class ServerFailing(ServerUnavailable):
+    """The server answered, but with 5xx/408 errors, through every retry."""
+
+    cause = "server_error"
+
+
+class RateLimited(ServerUnavailable):
+    """The key's rate limit (429) would hold the request back longer than ``max_rate_wait_s``."""
+
+    cause = "rate_limit"
 
 
 @dataclass
@@ -58,14 +107,21 @@ class Answer:
     attempts: int
 
 
-@dataclass
-class RetryPolicy:
-    """How hard to try: ``max_retries`` retries after the first attempt, backoff in seconds."""
+class RetryPolicy(StrictModel):
+    """How hard to try, and how long to wait.
 
-    max_retries: int = 8
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 20.0
-    timeout_s: float = 60.0
+    ``max_retries``: retries after the first attempt for *transient failures* (connection
+    errors, timeouts, 408, 5xx), with exponential backoff between ``backoff_base_s`` and
+    ``backoff_max_s``. ``max_rate_wait_s``: the total of the waits a request may be asked for
+    by the server's rate limit (429) before it gives up; rate-limit waits are never counted as
+    failed attempts. ``timeout_s``: per request.
+    """
+
+    max_retries: int = Field(default=8, ge=0)
+    backoff_base_s: float = Field(default=0.25, gt=0)
+    backoff_max_s: float = Field(default=20.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_rate_wait_s: float = Field(default=300.0, ge=0)
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -95,6 +151,12 @@ def retry_after_seconds(resp: httpx.Response) -> float | None:
             return None
 
 
+def budget_remaining(resp: httpx.Response) -> int | None:
+    """``X-Budget-Remaining`` as an int (None when absent or malformed)."""
+    v = resp.headers.get("x-budget-remaining")
+    return int(v) if v is not None and v.isdigit() else None
+
+
 def _error_text(resp: httpx.Response) -> str:
     try:
         j = resp.json()
@@ -103,8 +165,60 @@ def _error_text(resp: httpx.Response) -> str:
         return resp.text[:200]
 
 
+class RateGate:
+    """One pace for every request of a client, learned from the server's 429 hints.
+
+    State: ``next_at`` (no request starts before this monotonic time) and ``interval`` (the
+    spacing between request starts; 0 until the first 429, so an unlimited key is never
+    slowed down). :meth:`wait` lets one request out at ``next_at`` and moves ``next_at`` one
+    interval on; requests that wake together re-check, so they leave one at a time.
+
+    Learning: a token-bucket server at rate ``r`` answers a 429 with the time until its next
+    token, ``w = (1 - tokens) / r``. If the previous request was answered and this one was
+    sent ``interval`` later, the bucket had at least ``interval * r`` tokens, so
+    ``w <= 1/r - interval``: ``interval + w`` never passes the server's ``1/r`` (beyond
+    timing noise) and reaches it after the first 429 that follows an answer sent at the
+    token's time. So the interval grows by ``w`` on a 429, but only for a request sent under
+    the current interval (``epoch``): the 429s of requests already on their way when the
+    interval changed carry old news and only move ``next_at``. Each 429 also holds every
+    request until the time the server named.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_interval_s: float = 60.0):
+        self.clock = clock
+        self.max_interval_s = max_interval_s
+        self.interval = 0.0
+        self.next_at = 0.0
+        self.epoch = 0
+
+    async def wait(self) -> int:
+        """Wait for this request's turn; return the epoch it is sent under. No await when free."""
+        while True:
+            now = self.clock()
+            if now >= self.next_at:
+                self.next_at = now + self.interval
+                return self.epoch
+            await asyncio.sleep(self.next_at - now)
+
+    def on_429(self, epoch: int, wait_s: float) -> None:
+        """A request sent under ``epoch`` got a 429 asking to wait ``wait_s`` seconds."""
+        self.next_at = max(self.next_at, self.clock() + wait_s)
+        if epoch == self.epoch:
+            self.interval = min(self.max_interval_s, self.interval + wait_s)
+            self.epoch += 1
+
+    def hold(self, wait_s: float) -> None:
+        """The server asked every request to wait (e.g. 503 with Retry-After): pause, learn nothing."""
+        self.next_at = max(self.next_at, self.clock() + wait_s)
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """The learned request rate (None before any 429)."""
+        return 1.0 / self.interval if self.interval > 0 else None
+
+
 class ApiClient:
-    """Async HTTP client of one victim API with one API key."""
+    """Async HTTP client of one victim API with one API key (see the module docstring)."""
 
     def __init__(
         self,
@@ -132,10 +246,13 @@ class ApiClient:
             timeout=httpx.Timeout(t, connect=min(10.0, t)),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
+        self.gate = RateGate()
         self.local_budget = local_budget  # paid answers this client may still receive (None: no limit)
-        self.server_budget_remaining: int | None = None
+        self.server_budget_remaining: int | None = None  # the lowest X-Budget-Remaining seen
+        self._in_flight = 0  # admitted requests (each may be charged), not yet finished
+        self._admission = asyncio.Condition()
         self.stats: Counter[str] = Counter()
-        self.waits: list[tuple[float | None, float]] = []  # (server's Retry-After or None, seconds slept)
+        self.waits: list[tuple[float | None, float]] = []  # (server's Retry-After or None, seconds until re-sent)
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -152,87 +269,210 @@ class ApiClient:
         async def once() -> httpx.Response:
             return await self._client.get("/v1/info")
 
-        resp = await self._with_retries(once, what="GET /v1/info")
+        resp, _ = await self._with_retries(once, what="GET /v1/info", paced=False)
         return resp.json()
 
-    async def translate(self, png: bytes, idempotency_key: str | None = None) -> Answer:
-        """Send one image; return the victim's PNG answer (retrying transient failures)."""
-        if self.local_budget is not None and self.local_budget <= 0:
-            raise BudgetExhausted("local query budget spent", hint="raise --budget to query more")
+    # -- budget admission ------------------------------------------------------------------------
+
+    async def _admit(self, may_replay: bool) -> None:
+        """Wait until the budgets can pay for one more request in flight, then count it in.
+
+        A request that ``may_replay`` is not held back by the server's budget (a replay is free,
+        and a 402 costs nothing), only by the local one.
+        """
+        async with self._admission:
+            while True:
+                local_ok = self.local_budget is None or self.local_budget - self._in_flight > 0
+                remaining = self.server_budget_remaining
+                server_ok = may_replay or remaining is None or remaining - self._in_flight > 0
+                if local_ok and server_ok:
+                    self._in_flight += 1
+                    return
+                if self._in_flight == 0:
+                    raise self._budget_error(local=not local_ok)
+                await self._admission.wait()  # requests in flight may turn out free (replays) or fail
+
+    def _budget_error(self, local: bool) -> BudgetExhausted:
+        if local:
+            err = BudgetExhausted("local query budget spent", hint="raise --budget to query more")
+            err.local = True
+            return err
+        return BudgetExhausted(
+            f"the server says this key's query budget is spent (X-Budget-Remaining: {self.server_budget_remaining});"
+            " not sending more",
+            hint="the store keeps every answer received so far; ask the API's owner for a larger budget",
+        )
+
+    async def _release(self) -> None:
+        async with self._admission:
+            self._in_flight -= 1
+            self._admission.notify_all()
+
+    def _note_budget(self, resp: httpx.Response) -> None:
+        b = budget_remaining(resp)
+        if b is not None:
+            # responses of concurrent requests arrive out of order: the lowest value is the newest
+            self.server_budget_remaining = (
+                b if self.server_budget_remaining is None else min(b, self.server_budget_remaining)
+            )
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    async def translate(
+        self,
+        png: bytes,
+        idempotency_key: str | None = None,
+        may_replay: bool = False,
+        on_send: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Send one image; return the victim's PNG answer (pacing, admitting and retrying it).
+
+        ``may_replay``: this exact request (same ``idempotency_key``) may have been answered
+        before, so it may be a free replay; it is sent even when the known budget is spent.
+        ``on_send`` is called once, just before the request first goes out (a query store
+        counts the attempt there).
+        """
+        await self._admit(may_replay)
         headers = {"Content-Type": "application/octet-stream"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        attempts = 0
+
+        first = True
 
         async def once() -> httpx.Response:
-            nonlocal attempts
-            attempts += 1
-            async with self._sem:
-                self.stats["sent"] += 1
-                return await self._client.post("/v1/translate", content=png, headers=headers)
+            nonlocal first
+            if first and on_send is not None:
+                on_send()
+            first = False
+            self.stats["sent"] += 1
+            return await self._client.post("/v1/translate", content=png, headers=headers)
 
-        resp = await self._with_retries(once, what="POST /v1/translate")
-        replay = resp.headers.get("idempotent-replay") == "true"
-        remaining = resp.headers.get("x-budget-remaining")
-        if remaining is not None and remaining.isdigit():
-            self.server_budget_remaining = int(remaining)
-        if resp.headers.get("content-type", "").split(";")[0] != "image/png":
-            raise QueryError(f"server answered 200 with {resp.headers.get('content-type')!r}, not image/png")
-        self.stats["replayed" if replay else "answered"] += 1
-        if self.local_budget is not None and not replay:
-            self.local_budget -= 1
+        try:
+            resp, attempts = await self._with_retries(once, what="POST /v1/translate", paced=True)
+            replay = resp.headers.get("idempotent-replay") == "true"
+            if resp.headers.get("content-type", "").split(";")[0] != "image/png":
+                raise QueryError(f"server answered 200 with {resp.headers.get('content-type')!r}, not image/png")
+            self.stats["replayed" if replay else "answered"] += 1
+            if self.local_budget is not None and not replay:
+                self.local_budget -= 1
+        finally:
+            await self._release()
         return Answer(
             resp.content, resp.headers.get("x-request-id", ""), self.server_budget_remaining, replay, attempts
         )
 
-    async def _with_retries(self, send: Callable[[], object], what: str) -> httpx.Response:
-        attempt = 0
+    async def _with_retries(
+        self, send: Callable[[], Awaitable[httpx.Response]], what: str, paced: bool
+    ) -> tuple[httpx.Response, int]:
+        """Send until a 200; return it and the number of sends. Raises the errors of the module doc.
+
+        ``paced``: the request goes through the client's :class:`RateGate` (queries do; ``info``
+        is not rate-limited).
+        """
+        failures = 0  # transient failures so far (429s are not failures)
+        rate_waited = 0.0  # total of the waits the server's rate limit asked of this request
+        n429 = 0
+        sends = 0
+        asked: tuple[float | None, float] | None = None  # (server's wait, when asked) of the last 429
         while True:
-            wait: float | None = None
-            try:
-                resp: httpx.Response = await send()  # type: ignore[misc]
-            except httpx.TransportError as err:  # connect refused/reset, timeouts, protocol errors
-                self.stats[f"error_{type(err).__name__}"] += 1
-                problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-                status = None
-            else:
+            resp: httpx.Response | None = None
+            async with self._sem:  # the gate is passed holding a slot, so at most `concurrency` wait there
+                epoch = await self.gate.wait() if paced else 0
+                if asked is not None:
+                    self.waits.append((asked[0], time.monotonic() - asked[1]))
+                    asked = None
+                sends += 1
+                try:
+                    resp = await send()
+                except httpx.TransportError as err:  # connect refused/reset, timeouts, protocol errors
+                    self.stats[f"error_{type(err).__name__}"] += 1
+                    problem = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                    timed_out = isinstance(err, httpx.TimeoutException) and not isinstance(err, httpx.ConnectTimeout)
+                    cause = "timeout" if timed_out else "unreachable"
+            server_wait: float | None = None
+            if resp is not None:
                 if resp.status_code == 200:
-                    return resp
+                    self._note_budget(resp)
+                    return resp, sends
                 status = resp.status_code
                 self.stats[f"status_{status}"] += 1
                 rid = resp.headers.get("x-request-id", "")
                 problem = f"HTTP {status} {_error_text(resp)}"
-                remaining = resp.headers.get("x-budget-remaining")
-                if remaining is not None and remaining.isdigit():
-                    self.server_budget_remaining = int(remaining)
+                self._note_budget(resp)
                 if status in (401, 403):
                     raise AuthError(
                         f"{what}: the server refused the API key ({problem})",
-                        hint="check --api-key",
+                        hint="check --api-key (or $COPYMARK_API_KEY)",
                         status=status,
                         request_id=rid,
                     )
                 if status == 402:
                     raise BudgetExhausted(
                         f"{what}: the server says this key's query budget is spent ({problem})",
-                        hint="the store keeps every answer received so far",
+                        hint="the store keeps every answer received so far; ask the API's owner for a larger budget",
                         status=status,
                         request_id=rid,
                     )
                 if status not in RETRYABLE_STATUS:
                     raise QueryError(f"{what}: {problem}", status=status, request_id=rid)
-                wait = retry_after_seconds(resp)
-            if attempt >= self.retry.max_retries:
-                raise ServerUnavailable(
-                    f"{what}: gave up after {attempt + 1} attempts (last: {problem})",
-                    hint="is the server running and reachable?",
-                    status=status,
-                )
-            if wait is not None:
-                delay = wait + self._rng.uniform(0, 0.1 * max(wait, 0.05))  # honour Retry-After, desynchronise
+                server_wait = retry_after_seconds(resp)
+                if status == 429:  # the key's rate limit: wait as asked; not a failed attempt
+                    w = server_wait if server_wait is not None else backoff_delay(min(n429, 6), self.retry, self._rng)
+                    if rate_waited + w > self.retry.max_rate_wait_s:
+                        raise self._rate_limited(what, problem, rate_waited, w, rid)
+                    rate_waited += w
+                    n429 += 1
+                    self.stats["rate_limited"] += 1
+                    asked = (server_wait, time.monotonic())
+                    if paced:
+                        self.gate.on_429(epoch, w)  # the gate holds this request (and all others) until its turn
+                    else:
+                        await asyncio.sleep(w)
+                    continue
+                cause = "server_error"
+                if server_wait is not None:
+                    self.gate.hold(server_wait)  # e.g. 503 queue full: the whole client pauses
+            if failures >= self.retry.max_retries:
+                raise self._gave_up(what, sends, problem, cause, resp)
+            if server_wait is not None:
+                delay = server_wait + self._rng.uniform(0, 0.1 * max(server_wait, 0.05))  # as asked, desynchronised
             else:
-                delay = backoff_delay(attempt, self.retry, self._rng)
+                delay = backoff_delay(failures, self.retry, self._rng)
             self.stats["retries"] += 1
-            self.waits.append((wait, delay))
-            attempt += 1
+            self.waits.append((server_wait, delay))
+            failures += 1
             await asyncio.sleep(delay)
+
+    def _rate_limited(self, what: str, problem: str, waited: float, asked: float, rid: str) -> RateLimited:
+        rate = self.gate.rate_per_s
+        pace = f" (this client was paced at {rate:.3g} requests/s from the server's hints)" if rate else ""
+        return RateLimited(
+            f"{what}: held back by the key's rate limit: waiting {asked:.3g} s more, after {waited:.3g} s, "
+            f"would pass --max-rate-wait {self.retry.max_rate_wait_s:g} s (last: {problem})",
+            hint=f"this is the key's rate limit{pace}, not a failure: raise --max-rate-wait to wait longer, "
+            "or ask the API's owner for a higher rate",
+            status=429,
+            request_id=rid,
+        )
+
+    def _gave_up(self, what: str, sends: int, problem: str, cause: str, resp: httpx.Response | None) -> QueryError:
+        msg = f"{what}: gave up after {sends} attempts (last: {problem})"
+        status = resp.status_code if resp is not None else None
+        if cause == "server_error":
+            assert status is not None
+            if status == 503:
+                hint = "the server is reachable but overloaded: lower --concurrency, or rerun later to resume"
+            elif status in (408, 504):
+                hint = "the server is reachable but the model answers too slowly for its own time limit: rerun later"
+            else:
+                hint = "the server is reachable but fails on this request: see the server's log; rerun to resume"
+            return ServerFailing(msg, hint=hint, status=status)
+        if cause == "timeout":
+            err = Unreachable(
+                msg,
+                hint=f"the server took the connection but sent no answer within --timeout {self.retry.timeout_s:g} s: "
+                "raise --timeout if the model is slow, or lower --concurrency",
+            )
+            err.cause = "timeout"
+            return err
+        return Unreachable(msg, hint=f"is the server running and reachable at {self.base_url}?")

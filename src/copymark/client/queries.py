@@ -7,6 +7,11 @@ out and its answer is recorded the moment it arrives. Every request carries
 ``Idempotency-Key: <victim id>:<input sha256>``, so if a run is killed after the server
 answered but before the answer was stored, the rerun's request is a free replay of the same
 answer instead of a second paid query (on a server that keeps replies, as copymark's does).
+Such inputs (sent before, never answered: ``attempts > 0`` in the store) are sent even when the
+known budget is spent (``may_replay``); inputs never sent are not.
+
+Pacing, budget admission and retries are the client's (:class:`~copymark.client.http.ApiClient`):
+the workers here only take inputs off one queue, so any ``concurrency`` shares one pace.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class QueryReport:
     failed: int = 0  # inputs refused for good (413/415/422 ...)
     not_sent: int = 0  # left pending because the campaign stopped
     stop_reason: str | None = None
+    stop_error: QueryError | None = None  # the error that stopped the run (its hint says what to do)
     server_budget_remaining: int | None = None
     failures: list[str] = field(default_factory=list)
 
@@ -60,12 +66,18 @@ async def query_all(
     queue: asyncio.Queue[tuple[bytes, str, str]] = asyncio.Queue()
     for t in todo:
         queue.put_nowait(t)
+    sent_before = store.sent_before(victim_id)  # may have been answered (and kept) by the server
     stop = asyncio.Event()
-    in_flight = [0]  # requests on the wire (each holds one unit of the local budget)
 
     def progress(kind: str) -> None:
         if on_progress is not None:
             on_progress(kind)
+
+    def stop_with(err: QueryError) -> None:
+        if report.stop_error is None:
+            report.stop_error = err
+            report.stop_reason = "local budget spent" if isinstance(err, BudgetExhausted) and err.local else err.message
+        stop.set()
 
     async def worker() -> None:
         while not stop.is_set():
@@ -73,24 +85,17 @@ async def query_all(
                 png, source, sha = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            # reserve one paid answer of the local budget per request in flight; if the budget
-            # is taken by requests in flight, wait: they may turn out free (replay) or fail
-            while client.local_budget is not None and client.local_budget - in_flight[0] <= 0:
-                if in_flight[0] == 0 or stop.is_set():
-                    if in_flight[0] == 0:
-                        report.stop_reason = report.stop_reason or "local budget spent"
-                        stop.set()
-                    queue.put_nowait((png, source, sha))
-                    return
-                await asyncio.sleep(0.005)
-            store.add_input(png, victim_id, source)  # pending, file on disk, before the request
-            store.mark_sent(sha, victim_id)
-            in_flight[0] += 1
+
+            def register(png: bytes = png, source: str = source, sha: str = sha) -> None:
+                store.add_input(png, victim_id, source)  # pending, file on disk, just before the request
+                store.mark_sent(sha, victim_id)
+
             try:
-                ans = await client.translate(png, idempotency_key=f"{victim_id}:{sha}")
+                ans = await client.translate(
+                    png, idempotency_key=f"{victim_id}:{sha}", may_replay=sha in sent_before, on_send=register
+                )
             except (AuthError, BudgetExhausted, ServerUnavailable) as err:
-                report.stop_reason = report.stop_reason or err.message
-                stop.set()
+                stop_with(err)
                 queue.put_nowait((png, source, sha))
                 return
             except QueryError as err:
@@ -99,8 +104,6 @@ async def query_all(
                 report.failures.append(f"{source or sha[:12]}: {err.message}")
                 progress("failed")
                 continue
-            finally:
-                in_flight[0] -= 1
             store.record_answer(sha, victim_id, ans.png, ans.request_id)
             if ans.replay:
                 report.replayed += 1

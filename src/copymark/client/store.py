@@ -12,7 +12,16 @@ a row that points at a missing file. A row is ``pending`` from just before its q
 until its answer is recorded (``answered``) or the query fails for good (``failed``). A rerun
 re-sends only ``pending``/``failed`` rows, never ``answered`` ones.
 
-Training code reads pairs with :meth:`QueryStore.pairs` (``[(input_path, answer_path)]``).
+Damage: every file is named by the SHA-256 of its bytes, so a flipped byte, a truncated,
+deleted or replaced file is found by hashing (:meth:`QueryStore.integrity_check`, which lists
+each damaged file as a :class:`Damage`). Writing a file whose name exists rewrites it unless the
+existing bytes hash to the name. :meth:`QueryStore.requeue_damaged` turns answered rows whose
+answer is damaged back into ``pending`` rows (the input file intact), so the next query of
+that input -- with the same Idempotency-Key, a free replay while the server keeps the reply --
+repairs them; nothing intact is touched.
+
+Training code reads pairs with :meth:`QueryStore.pairs` (``[(input_path, answer_path)]``, in
+the order the inputs were registered) and checks them with :meth:`QueryStore.verify_pairs`.
 """
 
 from __future__ import annotations
@@ -49,14 +58,46 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_damage(path: Path, sha: str) -> str | None:
+    """Why the file at ``path`` is not the bytes with hash ``sha`` (None: it is)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return None if sha256_hex(data) == sha else "does not hash to its name"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged file of a row: ``what`` is ``"input"`` or ``"answer"``; ``reason`` says how."""
+
+    input_sha: str
+    victim_id: str
+    status: str
+    what: str
+    path: Path
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.input_sha[:12]}/{self.victim_id}: {self.what} file {self.reason}: {self.path}"
+
+
 @dataclass
 class IntegrityReport:
-    """Result of :meth:`QueryStore.integrity_check`: ``ok`` iff ``problems`` is empty."""
+    """Result of :meth:`QueryStore.integrity_check`: ``ok`` iff ``problems`` is empty.
+
+    ``problems`` has one line per problem (SQLite's own check, rows without an answer hash,
+    and each entry of ``damaged``); ``orphan_files`` are files no row names (harmless leftovers
+    of a crash or of a repair, never damage).
+    """
 
     rows: int
     answered: int
     problems: list[str] = field(default_factory=list)
-    orphan_files: int = 0  # files no row names (harmless leftovers of a crash)
+    orphan_files: int = 0
+    damaged: list[Damage] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,11 +137,18 @@ class QueryStore:
         return self._path("answers", sha)
 
     def _put_file(self, kind: str, data: bytes) -> str:
+        """Write ``data`` under its hash, unless the file there already holds exactly these bytes
+        (a damaged file of the same name -- even of the same size -- is rewritten)."""
         sha = sha256_hex(data)
         p = self._path(kind, sha)
-        if not p.is_file() or p.stat().st_size != len(data):
+        if file_damage(p, sha) is not None:
             atomic_write_bytes(p, data)
         return sha
+
+    def restore_input(self, png: bytes) -> str:
+        """Rewrite the input file of these bytes if it is missing or damaged; return its hash.
+        Registers nothing (for inputs that rows already name)."""
+        return self._put_file("inputs", png)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -141,6 +189,26 @@ class QueryStore:
             "WHERE input_sha=? AND victim_id=? AND status != 'answered'",
             (error[:500], request_id, time.time(), input_sha, victim_id),
         )
+
+    def requeue_damaged(self, victim_id: str | None = None) -> list[Damage]:
+        """Turn answered rows whose answer file is damaged, and whose input file is intact, back
+        into ``pending`` rows, so the next query of that input repairs them; return what was
+        damaged (every damaged file of the rows checked, requeued or not).
+
+        A row whose input is damaged too stays as it is: the input must be restored first
+        (:meth:`restore_input`; ``copymark extract`` does so from the attacker's photos).
+        """
+        report = self.integrity_check(victim_id=victim_id)
+        bad_inputs = {(d.input_sha, d.victim_id) for d in report.damaged if d.what == "input"}
+        now = time.time()
+        for d in report.damaged:
+            if d.what == "answer" and (d.input_sha, d.victim_id) not in bad_inputs:
+                self._db.execute(
+                    "UPDATE queries SET status='pending', updated=?, error=? WHERE input_sha=? AND victim_id=? "
+                    "AND status='answered'",
+                    (now, f"answer file {d.reason}; requeued", d.input_sha, d.victim_id),
+                )
+        return report.damaged
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
@@ -188,6 +256,14 @@ class QueryStore:
         ).fetchall()
         return {r[0] for r in rows}
 
+    def sent_before(self, victim_id: str) -> set[str]:
+        """Input hashes of this victim sent at least once but not answered in the store (the
+        server may have answered them: a rerun's query may be a free replay)."""
+        rows = self._db.execute(
+            "SELECT input_sha FROM queries WHERE victim_id=? AND status!='answered' AND attempts > 0", (victim_id,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def counts(self, victim_id: str | None = None) -> dict[str, int]:
         """Rows per status (for one victim, or all)."""
         if victim_id is None:
@@ -214,7 +290,9 @@ class QueryStore:
     def pairs(self, victim_id: str | None = None) -> list[tuple[Path, Path]]:
         """``[(input_png, answer_png)]`` of answered queries, in query order, for training.
 
-        ``victim_id`` may be omitted when the store holds exactly one victim.
+        Query order is the order the inputs were registered (just before each was first sent);
+        it does not change when a damaged answer is re-queried. ``victim_id`` may be omitted
+        when the store holds exactly one victim. The files are not read: see :meth:`verify_pairs`.
         """
         if victim_id is None:
             vs = self.victims()
@@ -226,36 +304,69 @@ class QueryStore:
             victim_id = vs[0]
         rows = self._db.execute(
             "SELECT input_sha, answer_sha FROM queries WHERE victim_id=? AND status='answered' "
-            "ORDER BY updated, input_sha",
+            "ORDER BY created, input_sha",
             (victim_id,),
         ).fetchall()
         return [(self.input_path(i), self.answer_path(a)) for i, a in rows]
 
-    def integrity_check(self, verify_hashes: bool = True) -> IntegrityReport:
-        """SQLite ``PRAGMA integrity_check`` + every row's files exist and hash to their names."""
+    def integrity_check(self, verify_hashes: bool = True, victim_id: str | None = None) -> IntegrityReport:
+        """SQLite ``PRAGMA integrity_check`` + every row's files exist and hash to their names.
+
+        ``victim_id``: check only that victim's rows (orphans are counted for the whole store).
+        ``verify_hashes=False`` checks only that the files exist (no reading).
+        """
         problems: list[str] = []
         res = self._db.execute("PRAGMA integrity_check").fetchall()
         if [r[0] for r in res] != ["ok"]:
             problems.append("sqlite: " + "; ".join(str(r[0]) for r in res[:5]))
-        rows = self._db.execute("SELECT input_sha, victim_id, status, answer_sha FROM queries").fetchall()
-        named: set[Path] = set()
+        rows = self._db.execute(
+            "SELECT input_sha, victim_id, status, answer_sha FROM queries"
+            + (" WHERE victim_id=?" if victim_id is not None else "")
+            + " ORDER BY created, input_sha",
+            (victim_id,) if victim_id is not None else (),
+        ).fetchall()
+        damaged: list[Damage] = []
         answered = 0
-        for input_sha, victim_id, status, answer_sha in rows:
+        for input_sha, vid, status, answer_sha in rows:
             files = [("input", self.input_path(input_sha), input_sha)]
             if status == "answered":
                 answered += 1
                 if not answer_sha:
-                    problems.append(f"{input_sha[:12]}/{victim_id}: answered without an answer hash")
+                    problems.append(f"{input_sha[:12]}/{vid}: answered without an answer hash")
                 else:
                     files.append(("answer", self.answer_path(answer_sha), answer_sha))
             for what, p, sha in files:
-                named.add(p)
-                if not p.is_file():
-                    problems.append(f"{input_sha[:12]}/{victim_id}: {what} file missing: {p}")
-                elif verify_hashes and sha256_hex(p.read_bytes()) != sha:
-                    problems.append(f"{input_sha[:12]}/{victim_id}: {what} file {p} does not hash to its name")
-        orphans = sum(1 for kind in ("inputs", "answers") for p in (self.root / kind).rglob("*.png") if p not in named)
-        return IntegrityReport(rows=len(rows), answered=answered, problems=problems, orphan_files=orphans)
+                if verify_hashes:
+                    reason = file_damage(p, sha)
+                else:
+                    reason = None if p.is_file() else "missing"
+                if reason is not None:
+                    d = Damage(input_sha, vid, status, what, p, reason)
+                    damaged.append(d)
+                    problems.append(d.describe())
+        return IntegrityReport(
+            rows=len(rows), answered=answered, problems=problems, orphan_files=self._orphans(), damaged=damaged
+        )
+
+    def _orphans(self) -> int:
+        named = {self.input_path(r[0]) for r in self._db.execute("SELECT DISTINCT input_sha FROM queries")}
+        named |= {
+            self.answer_path(r[0])
+            for r in self._db.execute("SELECT DISTINCT answer_sha FROM queries WHERE answer_sha IS NOT NULL")
+        }
+        return sum(1 for kind in ("inputs", "answers") for p in (self.root / kind).rglob("*.png") if p not in named)
+
+    def verify_pairs(self, victim_id: str | None = None) -> tuple[list[tuple[Path, Path]], list[Damage]]:
+        """:meth:`pairs`, each file read and checked against its hash: ``(pairs, damaged files)``."""
+        pairs = self.pairs(victim_id)
+        vid = victim_id or self.victims()[0]
+        damaged: list[Damage] = []
+        for inp, ans in pairs:
+            for what, p in (("input", inp), ("answer", ans)):
+                reason = file_damage(p, p.stem)
+                if reason is not None:
+                    damaged.append(Damage(inp.stem, vid, "answered", what, p, reason))
+        return pairs, damaged
 
     def close(self) -> None:
         self._db.close()

@@ -1,8 +1,8 @@
 """An extraction campaign: pick query images from the attacker's photos, query, store.
 
 Candidates: every photo of ``data_dir`` (recursively) contributes ``k`` random ``size x size``
-crops at native resolution (photos smaller than ``size`` are first upscaled, shorter side to
-``size``); ``k`` is chosen so the pool holds about ``pool_factor x budget`` candidates, at least
+crops at native resolution (photos smaller than ``size`` are refused, or with ``allow_upscale``
+first upscaled, shorter side to ``size``); ``k`` is chosen so the pool holds about ``pool_factor x budget`` candidates, at least
 one per photo. Crops make one photo yield many training pairs, which matters when the attacker
 owns few, large photos (the demo), and change nothing for photos already of query size
 (Tiny-ImageNet at 64 px gives one candidate each).
@@ -21,6 +21,14 @@ Strategies order this pool; the campaign queries the first ``budget`` of the ord
 Budget: ``budget`` is the total number of answers for this victim in this store; a rerun with
 the same arguments resumes (already answered inputs are skipped, never re-queried) and stops
 when the store holds ``budget`` answers.
+
+The campaign is a :class:`CampaignConfig` (the API key apart: a secret is never recorded).
+Everything is checked before the store folder is created or touched. A reused store is
+verified file by file against the hashes: a damaged input is rewritten from the photos (the
+same crop gives the same bytes), a damaged answer is queried again, counted in the budget like
+any missing answer (a free Idempotency-Key replay while the server keeps the reply); what
+cannot be repaired (an input whose photo is gone) is listed in the result, so ``copymark
+extract`` ends with an error naming it instead of leaving a damaged store behind an rc of 0.
 """
 
 from __future__ import annotations
@@ -30,16 +38,18 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field, field_validator, model_validator
 
 from copymark.client.http import ApiClient, RetryPolicy
 from copymark.client.queries import QueryReport, query_all
 from copymark.client.store import QueryStore, sha256_hex
+from copymark.config import StrictModel, parse_config
 from copymark.errors import ConfigError, DataError
 
 Strategy = Literal["random", "diverse"]
@@ -210,6 +220,131 @@ def select_order(
     raise ConfigError(f"unknown query-selection strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
 
 
+class CampaignConfig(StrictModel):
+    """Everything a campaign needs except the API key (a secret, never recorded).
+
+    ``budget`` is the total number of answers to hold for this victim in ``store_dir``;
+    ``plan_budget`` (default ``budget``) the budget the selection order is planned for (a
+    learning curve plans for its full budget and spends it in steps, so each smaller campaign
+    is a prefix of the full one). ``allow_upscale``: query crops of photos smaller than
+    ``size`` (upscaled first) instead of refusing them.
+    """
+
+    victim_url: str = Field(min_length=1, description="base URL of the victim API, e.g. http://127.0.0.1:8000")
+    data_dir: Path = Field(description="folder of the attacker's own photos (searched recursively)")
+    budget: int = Field(ge=0, description="total answers to hold for this victim in the store")
+    store_dir: Path = Field(description="query store folder (created; reruns resume it)")
+    strategy: Strategy = "random"
+    size: int = Field(default=128, ge=8, description="query image side in pixels (square crops)")
+    seed: int = 0
+    concurrency: int = Field(default=4, ge=1, description="requests in flight at once")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    pool_factor: float = Field(default=4.0, gt=0, description="candidate pool size / budget")
+    plan_budget: int | None = Field(default=None, ge=0)
+    allow_upscale: bool = False
+
+    @field_validator("victim_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _plan_covers_budget(self) -> CampaignConfig:
+        if self.plan_budget is not None and self.plan_budget < self.budget:
+            raise ValueError(f"plan_budget ({self.plan_budget}) must be at least the budget ({self.budget})")
+        return self
+
+    @property
+    def planned_budget(self) -> int:
+        return self.plan_budget if self.plan_budget is not None else self.budget
+
+    def recorded(self) -> dict[str, object]:
+        """What the store's ``campaign`` meta records of this config (paths as given)."""
+        return {
+            "victim_url": self.victim_url,
+            "strategy": self.strategy,
+            "size": self.size,
+            "seed": self.seed,
+            "budget": self.budget,
+            "plan_budget": self.planned_budget,
+            "pool_factor": self.pool_factor,
+            "data_dir": str(self.data_dir),
+            "allow_upscale": self.allow_upscale,
+        }
+
+
+def photo_sizes(files: list[Path]) -> list[tuple[int, int]]:
+    """``(width, height)`` of each photo from its header (no decoding); DataError if unreadable."""
+    from PIL import UnidentifiedImageError
+
+    sizes = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                sizes.append(im.size)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"{p}: not a readable image ({err})", hint="remove or fix the file") from None
+    return sizes
+
+
+def check_campaign(config: CampaignConfig) -> list[Path]:
+    """Everything that can be checked without the server and without touching the store: the
+    photos (present, readable, large enough for ``size``) and the store folder. Returns the photos.
+
+    Photos smaller than ``size`` are refused unless ``allow_upscale``: their crops would be
+    upscaled, blurry images unlike anything the victim is used on, and training on the victim's
+    answers to them teaches the surrogate that blur (for a super-resolution victim the query
+    is then not even a real low-resolution photo).
+    """
+    files = list_photos(config.data_dir)
+    small = [(p, w, h) for p, (w, h) in zip(files, photo_sizes(files)) if min(w, h) < config.size]
+    if small and not config.allow_upscale:
+        p, w, h = min(small, key=lambda t: min(t[1], t[2]))
+        smallest = min(min(w, h) for _, w, h in small)
+        raise ConfigError(
+            f"--size {config.size}: {len(small)} of {len(files)} photos in {config.data_dir} are smaller "
+            f"(smallest: {p.name}, {w}x{h}); their crops would be upscaled, blurry queries",
+            hint=f"use --size {smallest} or less, remove the small photos, or pass --allow-upscale to query "
+            "upscaled crops anyway",
+        )
+    st = config.store_dir
+    if st.exists() and not st.is_dir():
+        raise DataError(f"query store {st} exists and is not a folder", hint="point --store at a folder")
+    if st.is_dir() and not (st / "index.sqlite").is_file() and any(st.iterdir()):
+        raise DataError(
+            f"{st} is not empty and not a query store (no index.sqlite): refusing to write into it",
+            hint="point --store at a new or empty folder, or at the store of an earlier `copymark extract`",
+        )
+    return files
+
+
+def candidate_from_source(data_dir: Path, source: str) -> Candidate | None:
+    """The candidate a row's ``source`` (``rel#top,left[@WxH]``) names, or None if malformed."""
+    rel, sep, where = source.rpartition("#")
+    if not sep or not rel:
+        return None
+    pos, _, resize = where.partition("@")
+    try:
+        top, left = (int(v) for v in pos.split(","))
+        resize_to = tuple(int(v) for v in resize.split("x")) if resize else None
+    except ValueError:
+        return None
+    if resize_to is not None and len(resize_to) != 2:
+        return None
+    return Candidate(data_dir / rel, rel, top, left, resize_to)  # type: ignore[arg-type]
+
+
+@dataclass
+class StoreRepair:
+    """What a campaign found damaged in the store it reused, and what it did about it."""
+
+    inputs_restored: int = 0  # input files rewritten from the attacker's photos (same crop, same hash)
+    answers_requeried: int = 0  # answered rows with a damaged answer, queried again in this run
+    unrepaired: list[str] = field(default_factory=list)  # damaged files left (input not re-made)
+
+
 @dataclass
 class CampaignResult:
     victim_url: str
@@ -222,77 +357,184 @@ class CampaignResult:
     report: QueryReport
     seconds: float
     store_dir: str
-    already_answered: int = 0  # answers the store held for this victim before this run
+    already_answered: int = 0  # intact answers the store held for this victim before this run
     counts: dict[str, int] = field(default_factory=dict)
+    repair: StoreRepair = field(default_factory=StoreRepair)
+    candidates_exhausted: bool = False  # the photos gave fewer distinct crops than the budget asked for
 
     def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        return d
+        return asdict(replace(self, report=replace(self.report, stop_error=None)))
+
+
+def _legacy_config(victim_url: str, args: tuple[Any, ...], named: dict[str, Any]) -> CampaignConfig:
+    positional = ("data_dir", "budget", "store_dir")
+    if len(args) > len(positional):
+        raise TypeError(f"run_campaign takes at most {2 + len(positional)} positional arguments")
+    data = {"victim_url": victim_url, **dict(zip(positional, args)), **named}
+    if data.get("retry") is None:
+        data.pop("retry", None)
+    return parse_config(CampaignConfig, data, where="run_campaign")
 
 
 def run_campaign(
-    victim_url: str,
-    api_key: str,
-    data_dir: str | Path,
-    budget: int,
-    store_dir: str | Path,
-    strategy: str = "random",
-    size: int = 128,
-    seed: int = 0,
-    concurrency: int = 4,
-    retry: RetryPolicy | None = None,
-    pool_factor: float = 4.0,
-    progress: bool = True,
-    plan_budget: int | None = None,
+    config: CampaignConfig | str, api_key: str, *args: Any, progress: bool = True, **legacy: Any
 ) -> CampaignResult:
-    """Query the victim at ``victim_url`` with up to ``budget`` crops of ``data_dir``; see the module doc.
+    """Run the campaign ``config`` with ``api_key``; see the module docstring.
 
-    ``plan_budget`` (default ``budget``) is the budget the selection order is planned for: a
-    learning curve plans for its full budget and spends it in steps, so each smaller campaign is
-    a prefix of the full one (the diverse order depends on the pool, which depends on the budget).
+    Everything is checked (:func:`check_campaign`, then the server's ``/v1/info``) before the
+    store folder is created or touched. A reused store is verified first: damaged input files
+    are rewritten from the photos when the row's crop can be re-made (same bytes, same hash),
+    answered rows with a damaged answer are queried again (a free replay while the server keeps
+    the reply); anything left damaged is listed in ``result.repair.unrepaired``.
+
+    Transitional form, for callers not yet moved to the config:
+    ``run_campaign(victim_url, api_key, data_dir, budget, store_dir, strategy=..., size=..., ...)``;
+    its arguments are validated as a :class:`CampaignConfig` (an unknown name is a ConfigError).
     """
-    if plan_budget is not None and plan_budget < budget:
-        raise ConfigError(f"plan_budget ({plan_budget}) must be at least the budget ({budget})")
-    if budget < 0:
-        raise ConfigError(f"budget must be >= 0, got {budget}")
-    if size < 8:
-        raise ConfigError(f"size must be at least 8 pixels, got {size}")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown query-selection strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
-    return asyncio.run(
-        _campaign(
-            victim_url,
-            api_key,
-            Path(data_dir),
-            budget,
-            Path(store_dir),
-            strategy,
-            size,
-            seed,
-            concurrency,
-            retry or RetryPolicy(),
-            pool_factor,
-            progress,
-            plan_budget or budget,
+    if isinstance(config, str):
+        config = _legacy_config(config, args, legacy)
+    elif args or legacy:
+        raise TypeError("run_campaign(config, api_key, progress=...) takes no other arguments with a CampaignConfig")
+    files = check_campaign(config)
+    return asyncio.run(_campaign(config, api_key, files, progress))
+
+
+def _verify_reused_store(
+    store: QueryStore, config: CampaignConfig, victim_id: str
+) -> tuple[StoreRepair, list[tuple[bytes, str]]]:
+    """Hash-check this victim's rows; restore damaged inputs from the photos; requeue damaged
+    answers. Returns what was done and the requeued ``(input png, source)`` to query again."""
+    rep = store.integrity_check(victim_id=victim_id)
+    sqlite = [p for p in rep.problems if p.startswith("sqlite:")]
+    if sqlite:
+        raise DataError(
+            f"query store {config.store_dir}: the SQLite index is damaged ({sqlite[0]})",
+            hint="restore the store folder from a backup, or start a new store",
         )
-    )
+    repair = StoreRepair()
+    sources = {r["input_sha"]: str(r["source"] or "") for r in store.rows(victim_id)}
+    for d in rep.damaged:
+        if d.what != "input":
+            continue
+        c = candidate_from_source(config.data_dir, sources.get(d.input_sha, ""))
+        if c is None or not c.path.is_file():
+            continue
+        try:
+            png = crop_png(c, config.size)
+        except DataError:
+            continue
+        if sha256_hex(png) == d.input_sha:
+            store.restore_input(png)
+            repair.inputs_restored += 1
+    left = store.requeue_damaged(victim_id)
+    bad_inputs = {x.input_sha for x in left if x.what == "input"}
+    requeued = [
+        (store.input_path(x.input_sha).read_bytes(), sources.get(x.input_sha, ""))
+        for x in left
+        if x.what == "answer" and x.input_sha not in bad_inputs
+    ]
+    repair.answers_requeried = len(requeued)
+    repair.unrepaired = [x.describe() for x in left if x.input_sha in bad_inputs]
+    return repair, requeued
 
 
-async def _campaign(
-    victim_url: str,
-    api_key: str,
-    data_dir: Path,
-    budget: int,
-    store_dir: Path,
+async def _campaign(config: CampaignConfig, api_key: str, files: list[Path], progress: bool) -> CampaignResult:
+    t0 = time.perf_counter()
+    store: QueryStore | None = None
+    try:
+        async with ApiClient(
+            config.victim_url, api_key, concurrency=config.concurrency, retry=config.retry, seed=config.seed
+        ) as client:
+            info = await client.info()  # the victim is reachable before the store is created or touched
+            victim_id = str(info.get("victim_id") or config.victim_url)
+            repair = StoreRepair()
+            done: set[str] = set()
+            requeued: list[tuple[bytes, str]] = []  # answered rows whose damaged answer is queried again
+            if (config.store_dir / "index.sqlite").is_file():
+                store = QueryStore(config.store_dir)
+                repair, requeued = _verify_reused_store(store, config, victim_id)
+                done = store.answered(victim_id)
+            items, exhausted = _plan_items(config, done, requeued)
+            if store is None:
+                store = QueryStore(config.store_dir)
+            store.set_meta(
+                "campaign",
+                json.dumps(
+                    {**config.recorded(), "victim_id": victim_id, "task": info.get("task"), "scale": info.get("scale")}
+                ),
+            )
+            client.local_budget = max(0, config.budget - len(done))
+            report = await _query(client, store, victim_id, items, config.strategy, progress)
+        counts = store.counts(victim_id)
+        return CampaignResult(
+            config.victim_url,
+            victim_id,
+            str(info.get("task")),
+            int(info.get("scale") or 1),
+            config.strategy,
+            config.budget,
+            counts["answered"],
+            report,
+            time.perf_counter() - t0,
+            str(config.store_dir),
+            len(done),
+            counts,
+            repair,
+            exhausted,
+        )
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _plan_items(
+    config: CampaignConfig, done: set[str], requeued: list[tuple[bytes, str]]
+) -> tuple[list[tuple[bytes, str]], bool]:
+    """The inputs to query: requeued damaged rows first, then the strategy's order, skipping what
+    the store holds and crops whose bytes repeat, up to ``budget`` answers in all. Also returns
+    whether the candidate pool ran out first (the photos give fewer distinct crops)."""
+    remaining = max(0, config.budget - len(done))
+    items = requeued[:remaining]
+    taken = {sha256_hex(png) for png, _ in items}
+    # the first `budget` picks, plus room for answers this store got from other orders; more
+    # when crops repeat (flat regions give identical bytes): the order is a prefix order, so a
+    # longer one starts with the same picks
+    n, start = config.budget + len(done), 0
+    while len(items) < remaining:
+        order = select_order(
+            config.data_dir,
+            config.size,
+            config.planned_budget,
+            config.strategy,
+            config.seed,
+            config.pool_factor,
+            n=n,
+        )
+        for c in order[start:]:
+            png = crop_png(c, config.size)
+            sha = sha256_hex(png)
+            if sha in done or sha in taken:
+                continue
+            items.append((png, c.source))
+            taken.add(sha)
+            if len(items) >= remaining:
+                break
+        if len(items) < remaining and len(order) < n:
+            return items, True  # every candidate of the pool taken
+        n, start = 2 * n, len(order)
+    return items, False
+
+
+async def _query(
+    client: ApiClient,
+    store: QueryStore,
+    victim_id: str,
+    items: list[tuple[bytes, str]],
     strategy: str,
-    size: int,
-    seed: int,
-    concurrency: int,
-    retry: RetryPolicy,
-    pool_factor: float,
     progress: bool,
-    plan_budget: int,
-) -> CampaignResult:
+) -> QueryReport:
+    if not (progress and items):
+        return await query_all(client, store, victim_id, items)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -302,71 +544,13 @@ async def _campaign(
         TimeRemainingColumn,
     )
 
-    t0 = time.perf_counter()
-    if not data_dir.is_dir():
-        raise DataError(f"attacker data folder not found: {data_dir}")
-    store = QueryStore(store_dir)
-    try:
-        async with ApiClient(victim_url, api_key, concurrency=concurrency, retry=retry, seed=seed) as client:
-            info = await client.info()
-            victim_id = str(info.get("victim_id") or victim_url)
-            done = store.answered(victim_id)
-            remaining = max(0, budget - len(done))
-            client.local_budget = remaining
-            items: list[tuple[bytes, str]] = []
-            if remaining > 0:
-                # the first `budget` picks, plus room for answers this store got from other orders
-                for c in select_order(data_dir, size, plan_budget, strategy, seed, pool_factor, n=budget + len(done)):
-                    png = crop_png(c, size)
-                    if sha256_hex(png) in done:
-                        continue
-                    items.append((png, c.source))
-                    if len(items) >= remaining:
-                        break
-            store.set_meta(
-                "campaign",
-                json.dumps(
-                    {
-                        "victim_url": victim_url,
-                        "victim_id": victim_id,
-                        "strategy": strategy,
-                        "size": size,
-                        "seed": seed,
-                        "budget": budget,
-                        "plan_budget": plan_budget,
-                        "data_dir": str(data_dir),
-                        "task": info.get("task"),
-                        "scale": info.get("scale"),
-                    }
-                ),
-            )
-            if progress and items:
-                with Progress(
-                    TextColumn("[bold]extract[/] {task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    TimeRemainingColumn(),
-                    transient=False,
-                ) as bar:
-                    tid = bar.add_task(f"{strategy} (victim {victim_id[:8]})", total=len(items))
-                    report = await query_all(client, store, victim_id, items, on_progress=lambda _k: bar.advance(tid))
-            else:
-                report = await query_all(client, store, victim_id, items)
-        counts = store.counts(victim_id)
-        return CampaignResult(
-            victim_url,
-            victim_id,
-            str(info.get("task")),
-            int(info.get("scale") or 1),
-            strategy,
-            budget,
-            counts["answered"],
-            report,
-            time.perf_counter() - t0,
-            str(store_dir),
-            len(done),
-            counts,
-        )
-    finally:
-        store.close()
+    with Progress(
+        TextColumn("[bold]extract[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as bar:
+        tid = bar.add_task(f"{strategy} (victim {victim_id[:8]})", total=len(items))
+        return await query_all(client, store, victim_id, items, on_progress=lambda _k: bar.advance(tid))
