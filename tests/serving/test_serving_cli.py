@@ -33,8 +33,10 @@ def test_serve_bad_inputs_exit_2(tmp_path, capsys):
 
 
 def test_extract_bad_inputs_exit_2(tmp_path, capsys):
-    base = ["extract", "--api-key", KEY, "--budget", "3", "--store", str(tmp_path / "s")]
-    (tmp_path / "photos").mkdir()
+    from copymark.data.samples import samples_to_folder
+
+    base = ["extract", "--api-key", KEY, "--budget", "3", "--store", str(tmp_path / "s"), "--size", "32"]
+    samples_to_folder(tmp_path / "photos", names=["chelsea"], max_side=64)  # photos are checked before the server
     assert (
         main(base + ["--victim-url", "http://127.0.0.1:9", "--data", str(tmp_path / "photos"), "--strategy", "clever"])
         == 2
