@@ -151,6 +151,20 @@ class FNSTMobileNetConfig(StrictModel):
     kind: Literal["fnst_mobilenet"] = "fnst_mobilenet"
 
 
+class CycleGANMobileConfig(StrictModel):
+    """GAN Compression's mobile ResNet-9 CycleGAN generator (:class:`copymark.nets.victims.MobileResnetGenerator`).
+
+    Defaults = the released compressed horse->zebra student (``16_16_32_16_32_32_16_16`` at ngf 64).
+    """
+
+    kind: Literal["cyclegan_mobile"] = "cyclegan_mobile"
+    stem: Pos = 16
+    down: Pos = 32
+    dim: Pos = 128
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64] * 3 + [128] * 6)
+    up: tuple[Pos, Pos] = (32, 16)
+
+
 NetConfig = Annotated[
     UNetConfig
     | PatchGANConfig
@@ -161,6 +175,7 @@ NetConfig = Annotated[
     | SRGANDiscConfig
     | SRGANLeftthomasConfig
     | FNSTMobileNetConfig
+    | CycleGANMobileConfig
     | En2DConfig
     | GglNetConfig
     | XuNetConfig
@@ -178,6 +193,7 @@ NET_KINDS: tuple[str, ...] = (
     "srgan_disc",
     "srgan_leftthomas",
     "fnst_mobilenet",
+    "cyclegan_mobile",
     "en2d",
     "gglnet",
     "xunet",
@@ -248,6 +264,10 @@ def build_net(config: NetConfig) -> nn.Module:
             from copymark.nets.victims import TransformerMobileNet
 
             return TransformerMobileNet()
+        case CycleGANMobileConfig():
+            from copymark.nets.victims import MobileResnetGenerator
+
+            return MobileResnetGenerator(config.stem, config.down, config.dim, tuple(config.hidden), config.up)
         case En2DConfig() | GglNetConfig():
             from copymark.nets.stego import build_stego_net
 
@@ -339,6 +359,8 @@ def _net_class(config: NetConfig) -> type[nn.Module]:
             from copymark.nets.victims import LeftthomasSRGANGenerator as cls
         case FNSTMobileNetConfig():
             from copymark.nets.victims import TransformerMobileNet as cls
+        case CycleGANMobileConfig():
+            from copymark.nets.victims import MobileResnetGenerator as cls
         case En2DConfig():
             from copymark.nets.stego import En2D as cls
         case GglNetConfig():

@@ -16,6 +16,9 @@ Two real pretrained image-translation models serve as black-box victims (see
   original takes and returns RGB in ``[0, 255]``; this module takes ``[0, 1]``, scales by 255
   inside ``forward``, and returns the output divided by 255 and clamped to ``[0, 1]`` (the
   original clamps to [0, 255] when saving).
+- :class:`MobileResnetGenerator`: GAN Compression's compressed CycleGAN horse->zebra generator
+  (``cyclegan_h2z_compressed/latest_net_G.pth``): the junyanz ResNet-9 layout with
+  depthwise-separable residual blocks; ``[-1, 1]`` inside, ``[0, 1]`` at the module's edges.
 
 Submodule names equal the originals' so the key maps are identities plus explicit fixes
 (:func:`srgan_leftthomas_key_map` adds the ``num_batches_tracked`` buffers that a pre-0.4.1
@@ -208,5 +211,90 @@ def load_style_candy(path: str | Path) -> TransformerMobileNet:
     """Load ``candy.pth`` (mmalotin/pytorch-fast-neural-style-mobilenetV2 @ b8d9a17) strictly; eval."""
     state = load_third_party_state_dict(path, fnst_mobilenet_key_map)
     net = TransformerMobileNet()
+    load_strict(net, state, str(path))
+    return net.eval()
+
+
+# --------------------------------------------------------------------------- CycleGAN (GAN Compression)
+
+
+class _SepConv(nn.Module):
+    """Depthwise 3x3 conv, instance norm, pointwise 1x1 conv (GAN Compression's SeparableConv2d)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_ch, in_ch, 3, groups=in_ch), nn.InstanceNorm2d(in_ch), nn.Conv2d(in_ch, out_ch, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class _MobileResnetBlock(nn.Module):
+    """``x + conv_block(x)``: pad, sep-conv dim->hidden, IN, ReLU, dropout(0), pad, sep-conv hidden->dim, IN."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), _SepConv(dim, hidden), nn.InstanceNorm2d(hidden), nn.ReLU(True), nn.Dropout(0.0),
+            nn.ReflectionPad2d(1), _SepConv(hidden, dim), nn.InstanceNorm2d(dim),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class MobileResnetGenerator(nn.Module):
+    """GAN Compression's ``sub_mobile_resnet_9blocks`` CycleGAN generator; ``[0, 1]`` in and out.
+
+    The junyanz ResNet-9 layout (``model.N`` indices: 7x7 head, two stride-2 convs, nine residual
+    blocks, two transposed convs, 7x7 tail, tanh) with depthwise-separable residual blocks and the
+    channel widths of ``channels`` = ``[c0, c1, c2, h1, h2, h3, u1, u2]`` (the released horse->zebra
+    student: ``16_16_32_16_32_32_16_16`` at ngf 64, i.e. stem 16, down 32 and 128 (= 2 x 64), blocks
+    with hidden width 64 (blocks 1-3) and 128 (4-9), up 32 and 16). Instance norms have no affine
+    parameters. The original maps ``[-1, 1]`` to ``[-1, 1]`` and clamps its input first; this module
+    converts from and to ``[0, 1]`` inside ``forward``. H and W must be multiples of 4 (``stride``).
+    """
+
+    def __init__(self, stem: int = 16, down: int = 32, dim: int = 128, hidden: tuple[int, ...] = (64,) * 3 + (128,) * 6,
+                 up: tuple[int, int] = (32, 16)) -> None:  # fmt: skip
+        super().__init__()
+        self.stride: int = 4
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(3, stem, 7), nn.InstanceNorm2d(stem), nn.ReLU(True),
+            nn.Conv2d(stem, down, 3, stride=2, padding=1), nn.InstanceNorm2d(down), nn.ReLU(True),
+            nn.Conv2d(down, dim, 3, stride=2, padding=1), nn.InstanceNorm2d(dim), nn.ReLU(True),
+        ]  # fmt: skip
+        layers += [_MobileResnetBlock(dim, h) for h in hidden]
+        layers += [
+            nn.ConvTranspose2d(dim, up[0], 3, stride=2, padding=1, output_padding=1), nn.InstanceNorm2d(up[0]), nn.ReLU(True),
+            nn.ConvTranspose2d(up[0], up[1], 3, stride=2, padding=1, output_padding=1), nn.InstanceNorm2d(up[1]), nn.ReLU(True),
+            nn.ReflectionPad2d(3), nn.Conv2d(up[1], 3, 7), nn.Tanh(),
+        ]  # fmt: skip
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in [0, 1] -> translated image in [0, 1]."""
+        y = self.model((x * 2.0 - 1.0).clamp(-1.0, 1.0))
+        return (y + 1.0) / 2.0
+
+
+def cyclegan_h2z_key_map(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Key map of GAN Compression's ``latest_net_G.pth``: the names are ours already (``model.N...``).
+
+    Instance norms there are affine-free and untracked, so the file holds no norm entries; any
+    ``module.`` prefix (a DataParallel save) is removed explicitly.
+    """
+    out = {k.removeprefix("module."): v for k, v in state.items()}
+    if not out or not all(k.startswith("model.") for k in out):
+        raise WeightsError("not a CycleGAN-family generator state dict (keys should start with 'model.')")
+    return out
+
+
+def load_cyclegan_h2z(path: str | Path) -> MobileResnetGenerator:
+    """Load GAN Compression's compressed horse->zebra generator (``latest_net_G.pth``) strictly; eval."""
+    state = load_third_party_state_dict(path, cyclegan_h2z_key_map)
+    net = MobileResnetGenerator()
     load_strict(net, state, str(path))
     return net.eval()
