@@ -152,7 +152,10 @@ class WorkerRunner:
         loop = asyncio.get_running_loop()
         results, broken = await loop.run_in_executor(self._executor, self._run, batch)
         if broken and not self._closed:  # restart now: the next batch queues behind this on the same thread
-            loop.run_in_executor(self._executor, self._restart_quietly)
+            try:
+                loop.run_in_executor(self._executor, self._restart_quietly)
+            except RuntimeError:  # closed meanwhile: nothing to restart
+                pass
         return results
 
     def close(self) -> None:
@@ -234,8 +237,8 @@ class WorkerRunner:
     def _restart_quietly(self) -> None:
         try:
             self.prepare()
-        except CopymarkError:
-            pass  # the next batch tries again and answers ModelUnavailable if it still fails
+        except Exception:  # noqa: BLE001 - the next batch tries again and answers ModelUnavailable if it still fails
+            pass
 
     def _call(self, batch: torch.Tensor) -> torch.Tensor:
         """One batch through the worker: its answers, or ModelCrashed / InferenceTimeout / ModelFailed."""

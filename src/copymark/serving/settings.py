@@ -48,7 +48,9 @@ class ServeSettings(StrictModel):
     max_batch: int = Field(default=8, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=64, ge=1, description="requests waiting for the victim; more get 503")
-    inference_timeout_s: float = Field(default=60.0, gt=0, description="wait for an answer before 504")
+    inference_timeout_s: float = Field(
+        default=60.0, gt=0, description="wait for an answer before 504; an isolated model worker is then restarted"
+    )
     read_timeout_s: float = Field(default=30.0, gt=0, description="time allowed to receive the upload")
     idempotency_cache: int = Field(
         default=256, ge=0, description="answers kept per key for Idempotency-Key replays (0 disables)"
