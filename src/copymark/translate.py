@@ -11,7 +11,14 @@ The public API (used by ``copymark translate`` and by the serving package):
     :func:`copymark.nets.build.save_net`),
   - a training run folder or one of its checkpoints (the procedure's exported net, e.g. the
     generator A->B, is used; see :mod:`copymark.train.loop`),
-  - a TorchScript file (``.pt`` / ``.ts`` loaded with :func:`torch.jit.load`).
+  - a TorchScript file (``.pt`` / ``.ts`` loaded with :func:`torch.jit.load`). TorchScript
+    archives are programs: load only files from a trusted source. :func:`load_torchscript`
+    first checks the zip archive (every member's CRC-32, the TorchScript layout), so a
+    truncated, damaged or tampered file is refused with what is wrong instead of loading
+    modified weights silently; torch's deprecation warning for ``torch.jit.load`` is kept from
+    users. copymark recommends a ``python:MODULE:FACTORY`` entry point with a safetensors state
+    dict instead (see :mod:`copymark.serving.models`); ``torch.export`` is the successor
+    upstream.
 
 * :func:`translate_batch(model, x, tile=None, overlap=32) <translate_batch>`: the same with
   optional overlapping tiles for images too large for memory.
@@ -362,6 +369,82 @@ def resolve_net_folder(path: Path) -> Path:
     return found
 
 
+_TS_HINT = "get an intact copy from its trusted source (TorchScript files are code: never load one of unknown origin)"
+
+
+def check_torchscript_archive(path: Path) -> None:
+    """Refuse a truncated, damaged or tampered TorchScript archive, naming what is wrong.
+
+    A TorchScript file is a zip archive; torch reads it without checking the members' CRC-32,
+    so flipped bytes in the weights load silently. This reads every member once (like
+    ``zipfile.testzip``) and checks the layout (``code/`` and ``constants.pkl``).
+    """
+    import zipfile
+    import zlib
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise WeightsError(
+            f"{path}: not a TorchScript archive: {err} (the file is truncated, or not a zip archive at all)",
+            hint=_TS_HINT,
+        ) from None
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as err:
+        raise WeightsError(
+            f"{path}: damaged TorchScript archive: unreadable zip directory ({err})", hint=_TS_HINT
+        ) from None
+    with archive:
+        for info in archive.infolist():
+            try:
+                with archive.open(info) as member:
+                    while member.read(1 << 20):
+                        pass
+            except zipfile.BadZipFile as err:  # CRC mismatch, header/directory mismatch
+                raise WeightsError(
+                    f"{path}: damaged TorchScript archive: member {info.filename!r}: {err} "
+                    "(the file was modified or corrupted after it was saved)",
+                    hint=_TS_HINT,
+                ) from None
+            except (zlib.error, EOFError, OSError, ValueError, UnicodeDecodeError) as err:
+                raise WeightsError(
+                    f"{path}: damaged TorchScript archive: member {info.filename!r} cannot be read "
+                    f"({type(err).__name__}: {err})",
+                    hint=_TS_HINT,
+                ) from None
+        names = archive.namelist()
+    if not any("/code/" in n or n.startswith("code/") for n in names) or not any(
+        n.endswith("constants.pkl") for n in names
+    ):
+        if any(n.endswith("data.pkl") for n in names):
+            raise WeightsError(
+                f"{path}: a torch.save archive (pickled tensors or module), not a TorchScript program",
+                hint="serve a state dict with --victim python:PKG.MODULE:FACTORY --weights FILE",
+            )
+        raise WeightsError(f"{path}: a zip archive without TorchScript code (no code/ and constants.pkl members)")
+
+
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """Load a TorchScript file after :func:`check_torchscript_archive`; errors say what is wrong.
+
+    torch's ``FutureWarning`` that ``torch.jit.load`` is deprecated is not shown: it is
+    addressed to whoever exported the model, not to the user serving it.
+    """
+    import warnings
+
+    p = Path(path)
+    check_torchscript_archive(p)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load", category=FutureWarning)
+            return torch.jit.load(str(p), map_location=torch.device(device))
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError with C++ text
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise WeightsError(
+            f"{p}: the TorchScript archive is intact but torch cannot load it ({type(err).__name__}: {first})",
+            hint="was it saved by a much newer torch? re-export it with torch.jit.script(model).save(path)",
+        ) from None
+
+
 def load_translation_model(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -378,13 +461,7 @@ def load_translation_model(
     dev = torch.device(device)
     if p.is_file():
         if p.suffix.lower() in TORCHSCRIPT_SUFFIXES:
-            try:
-                net = torch.jit.load(str(p), map_location=dev)
-            except Exception as err:  # noqa: BLE001
-                raise WeightsError(
-                    f"{p}: not a TorchScript file ({str(err).splitlines()[0] if str(err) else type(err).__name__})",
-                    hint="save models with torch.jit.script(model).save(path) or torch.jit.trace(...).save(path)",
-                ) from None
+            net = load_torchscript(p, dev)
             return wrap_module(net, dev, source=str(p), kind="torchscript", stride=stride, scale=scale)
         if p.name in ("model.safetensors", "config.json"):
             p = p.parent

@@ -443,3 +443,70 @@ def test_slow_upload_408(tmp_path):
     r = run(go())
     assert r.status_code == 408 and r.json()["error"] == "upload_timeout"
     assert cv.images == 0
+
+
+def test_min_side_and_aspect_ratio_refused_from_the_header(tmp_path):
+    """A 1-pixel strip (the request that killed the cartoon server in issue 10) is refused from
+    its header by the default limits, before a pixel is decoded and without a charge."""
+    write_keys(tmp_path, budget=5)
+    cv = CountingVictim()
+    strip = png_header_only(100_000, 1)  # pixels undecodable: a 422 proves only the header was read
+
+    async def go(**limits):
+        async with asgi_client(cv.victim(), settings(tmp_path, **limits)) as c:
+            return [
+                await c.post("/v1/translate", content=body, headers=auth())
+                for body in (strip, png_header_only(6, 40), rand_png(12, 200), rand_png(12, 20))
+            ]
+
+    strip_r, small, long, ok = run(go())
+    assert strip_r.status_code == 422 and strip_r.json()["error"] == "image_too_small"
+    assert "100000x1" in strip_r.json()["detail"] and strip_r.headers["x-budget-remaining"] == "5"
+    assert small.status_code == 422 and small.json()["error"] == "image_too_small"
+    assert long.status_code == 422 and long.json()["error"] == "aspect_ratio_too_large"
+    assert "200x12" in long.json()["detail"]
+    assert ok.status_code == 200 and cv.images == 1
+    strip_r, small, long, ok = run(go(min_side=1, max_aspect=20))
+    assert strip_r.status_code == 422 and strip_r.json()["error"] == "aspect_ratio_too_large"
+    assert small.status_code == 422 and small.json()["error"] == "corrupt_image"  # allowed, then undecodable
+    assert long.status_code == 200 and ok.status_code == 200
+    assert cv.images == 3
+
+
+def test_model_output_is_checked_against_its_declaration(tmp_path):
+    """The app does not assume an answer's shape: the model declares it and every answer is
+    checked (shape, finite values) before it is encoded; a mismatch is a 500, not charged."""
+    from copymark.serving.models import function_model
+
+    write_keys(tmp_path, budget=5)
+    cases = {
+        "wrong_scale": function_model(lambda x: x, "wrong-scale", task="sr", scale=2),
+        "nan": function_model(lambda x: x * float("nan"), "nan"),
+        "one_channel": function_model(lambda x: x[:, :1], "grey"),
+    }
+
+    async def go(model):
+        async with asgi_client(model, settings(tmp_path)) as c:
+            return await c.post("/v1/translate", content=rand_png(16, 16), headers=auth())
+
+    for name, model in cases.items():
+        r = run(go(model))
+        assert r.status_code == 500 and r.json()["error"] == "victim_error", (name, r.text)
+        assert r.headers["x-budget-remaining"] == "5"
+    assert "expected (1, 3, 32, 32)" in run(go(cases["wrong_scale"])).json()["detail"]
+    assert "NaN" in run(go(cases["nan"])).json()["detail"]
+
+
+def test_info_names_limits_and_model_interface_declares_outputs(tmp_path):
+    write_keys(tmp_path)
+    victim = load_model("classical:bicubic_x4")
+    assert victim.output_shape(10, 12) == (3, 40, 48) and victim.media_type == "image/png"
+    assert victim.public_info() == {"task": "sr", "victim_id": victim.id, "output": "image/png", "scale": 4}
+
+    async def go():
+        async with asgi_client(victim, settings(tmp_path, min_side=4, max_aspect=8, isolation="inline")) as c:
+            return (await c.get("/v1/info")).json()
+
+    info = run(go())
+    assert info["limits"]["min_side"] == 4 and info["limits"]["max_aspect"] == 8
+    assert info["victim_id"] == victim.id and info["scale"] == 4

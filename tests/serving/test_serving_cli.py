@@ -59,6 +59,11 @@ def test_extract_bad_inputs_exit_2(tmp_path, capsys):
 
 
 def test_copymark_serve_subprocess(tmp_path):
+    """The real `copymark serve --victim classical:cartoon`: answers, survives the request that
+    killed it in issue 10 (a 100000 x 1 PNG, let through the header limits here: answered 200,
+    or a 5xx JSON where OpenCV crashes on it in the model worker), and shuts down on SIGTERM."""
+    from test_serving_isolation import answered_eventually, strip_png
+
     keys = write_keys(tmp_path, budget=5)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,6 +85,10 @@ def test_copymark_serve_subprocess(tmp_path):
             "warning",
             "--request-log",
             str(tmp_path / "log.jsonl"),
+            "--min-side",
+            "1",
+            "--max-aspect",
+            "1000000",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -91,6 +100,12 @@ def test_copymark_serve_subprocess(tmp_path):
         r = httpx.post(f"{url}/v1/translate", content=rand_png(32, 32), headers=auth())
         assert r.status_code == 200 and r.headers["x-budget-remaining"] == "4"
         assert httpx.get(f"{url}/v1/info").json()["task"] == "style"
+        strip = httpx.post(f"{url}/v1/translate", content=strip_png(), headers=auth(), timeout=120)
+        assert strip.status_code == 200 or (strip.status_code >= 500 and "error" in strip.json()), strip.text
+        ok = answered_eventually(url, rand_png(32, 32, seed=1))
+        assert ok.status_code == 200
+        assert ok.headers["x-budget-remaining"] == str(3 - (strip.status_code == 200))
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -98,7 +113,7 @@ def test_copymark_serve_subprocess(tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM)
     assert b"Traceback" not in proc.stderr.read()
     log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [e["status"] for e in log] == [200]
+    assert [e["status"] for e in log][0] == 200 and [e["status"] for e in log][-1] == 200
 
 
 def test_background_server_has_no_nagle_delay(tmp_path):

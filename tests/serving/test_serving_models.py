@@ -118,9 +118,7 @@ class _TinySR(torch.nn.Module):
 
 
 def test_torchscript_victim(tmp_path):
-    net = _TinySR().eval()
-    p = tmp_path / "tiny_sr.pt"
-    torch.jit.script(net).save(str(p))
+    net, p = _scripted(tmp_path)
     v = load_model(str(p))
     assert (v.task, v.scale, v.name) == ("sr", 2, "tiny_sr")
     x = _photo(20, 24)
@@ -146,3 +144,65 @@ def test_checkpoint_folder_victim(tmp_path):
     x = from_uint8(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     y = v(x)
     assert y.shape == x.shape and torch.equal(v(x), y)
+
+
+def _scripted(tmp_path) -> tuple[torch.nn.Module, object]:
+    import warnings
+
+    net = _TinySR().eval()
+    p = tmp_path / "tiny_sr.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation: the exporter's concern
+        torch.jit.script(net).save(str(p))
+    return net, p
+
+
+def _member_offset(path, suffix: str) -> int:
+    """Where the bytes of the archive member ending in ``suffix`` start."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(suffix))
+    data = path.read_bytes()
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
+        int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
+    )
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def test_tampered_torchscript_archives_are_refused_with_what_is_wrong(tmp_path):
+    """torch.jit.load itself loads an archive with flipped weight bytes silently, and says only
+    "PytorchStreamReader failed ..." for a truncated one."""
+    _, p = _scripted(tmp_path)
+    data = bytearray(p.read_bytes())
+    flipped = bytearray(data)
+    flipped[_member_offset(p, "data/0") + 8] ^= 0xFF  # one weight byte
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    with pytest.raises(CopymarkError, match=r"damaged TorchScript archive: member '.*data/0'.*CRC") as ei:
+        load_model(str(tmp_path / "flipped.pt"))
+    assert "trusted source" in (ei.value.hint or "")
+    (tmp_path / "truncated.pt").write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(CopymarkError, match="not a TorchScript archive.*truncated, or not a zip"):
+        load_model(str(tmp_path / "truncated.pt"))
+    code = bytearray(data)
+    code[_member_offset(p, "modules/conv.py") + 2] ^= 0x01
+    (tmp_path / "code.pt").write_bytes(bytes(code))
+    with pytest.raises(CopymarkError, match="damaged TorchScript archive: member '.*modules/conv.py'"):
+        load_model(str(tmp_path / "code.pt"))
+    torch.save(_TinySR().state_dict(), tmp_path / "state_dict.pt")
+    with pytest.raises(CopymarkError, match="a torch.save archive .* not a TorchScript program") as ei:
+        load_model(str(tmp_path / "state_dict.pt"))
+    assert "python:" in (ei.value.hint or "")
+
+
+def test_torchscript_load_shows_no_deprecation_warning(tmp_path):
+    import warnings
+
+    net, p = _scripted(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = load_model(str(p))
+        y = v(_photo(8, 8))
+    assert y.shape == (1, 3, 16, 16)
+    assert not [w for w in caught if "jit" in str(w.message)], [str(w.message) for w in caught]

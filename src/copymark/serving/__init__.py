@@ -1,2 +1,8 @@
-"""The owner's side of the API: served models (:mod:`.models`), the FastAPI app, limits,
-budgets, batching and metrics."""
+"""The owner's side of the API.
+
+:mod:`.models` (the served-model interface and the SPEC formats, with :mod:`.classical` and
+:mod:`.entrypoints`), :mod:`.app` (the factory that assembles :mod:`.routes`), :mod:`.deps`
+(auth, rate limit and budget as FastAPI dependencies), :mod:`.uploads` (limits and decoding),
+:mod:`.answering`, :mod:`.execution` / :mod:`.worker` (the supervised model worker),
+:mod:`.batcher`, :mod:`.limits`, :mod:`.metrics`, :mod:`.server` (uvicorn).
+"""

@@ -3,20 +3,28 @@
 Requests put their decoded image on a bounded asyncio queue (full queue -> :class:`QueueFull`,
 which the API answers with 503). One worker task takes the first waiting image, then gathers
 more for up to ``max_wait_ms`` or until ``max_batch`` images are waiting, groups them by image
-size (only equal sizes stack into one tensor), and runs each group through the victim in a
-dedicated inference thread, so the event loop keeps accepting, decoding and answering
-requests meanwhile. When nothing else is on its way (no request between arrival and the queue)
-the worker does not wait at all, so a lone client pays no batching delay.
+size (only equal sizes stack into one tensor), and hands each group to the runner
+(:mod:`copymark.serving.execution`: an inference thread, or the supervised worker process), so
+the event loop keeps accepting, decoding and answering requests meanwhile. The runner returns
+one result per image (an answer or the exception for that request), so one failing image does
+not have to fail its batch. When nothing else is on its way (no request between arrival and
+the queue) the worker does not wait at all, so a lone client pays no batching delay.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+
+class Runner(Protocol):
+    """What the batcher needs of a runner (see :mod:`copymark.serving.execution`)."""
+
+    def run(self, batch: torch.Tensor) -> Awaitable[list[torch.Tensor | BaseException]]: ...
 
 
 class QueueFull(Exception):
@@ -30,23 +38,22 @@ class _Item:
 
 
 class MicroBatcher:
-    """Collects concurrent single-image requests into victim batches."""
+    """Collects concurrent single-image requests into model batches."""
 
     def __init__(
         self,
-        fn: Callable[[torch.Tensor], torch.Tensor],
+        runner: Runner,
         max_batch: int,
         max_wait_ms: float,
         queue_size: int,
         on_batch: Callable[[int], None] | None = None,
     ):
-        self.fn = fn
+        self.runner = runner
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self.on_batch = on_batch
         self.arriving = 0  # requests accepted but not yet queued (reading/decoding)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copymark-victim")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -63,7 +70,6 @@ class MicroBatcher:
             item = self.queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(QueueFull("server shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def depth(self) -> int:
         return self.queue.qsize()
@@ -97,7 +103,6 @@ class MicroBatcher:
         return items
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             items = await self._gather()
             groups: dict[tuple[int, ...], list[_Item]] = {}
@@ -105,18 +110,18 @@ class MicroBatcher:
                 if not it.future.done():  # the client may have gone (timeout, disconnect)
                     groups.setdefault(tuple(it.x.shape), []).append(it)
             for group in groups.values():
-                batch = torch.stack([it.x for it in group])
                 if self.on_batch is not None:
                     self.on_batch(len(group))
                 try:
-                    out = await loop.run_in_executor(self._executor, self.fn, batch)
+                    results = await self.runner.run(torch.stack([it.x for it in group]))
                 except asyncio.CancelledError:
                     raise
-                except Exception as err:  # the victim failed: every request of the batch gets the error
-                    for it in group:
-                        if not it.future.done():
-                            it.future.set_exception(err)
-                    continue
-                for i, it in enumerate(group):
-                    if not it.future.done():
-                        it.future.set_result(out[i])
+                except Exception as err:  # noqa: BLE001 - a runner bug: every request of the batch gets it
+                    results = [err] * len(group)
+                for it, result in zip(group, results):
+                    if it.future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        it.future.set_exception(result)
+                    else:
+                        it.future.set_result(result)

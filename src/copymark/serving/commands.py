@@ -6,18 +6,56 @@ from pathlib import Path
 
 import typer
 
+SERVE_HELP = """Serve a victim model behind the budgeted, rate-limited inference API.
+
+**Models** (`--victim`): `classical:stylize`, `classical:edge_preserving`, `classical:cartoon`,
+`classical:bicubic_x4` (with `?param=value` options); a copymark checkpoint folder or training
+run folder; a TorchScript file (`.pt`, `.ts`); or `python:PKG.MODULE:FACTORY --weights FILE`,
+a factory (importable: installed or on PYTHONPATH) that returns an `nn.Module`, whose state dict
+FILE (`.safetensors`, or a `torch.save` state dict read with `weights_only=True`) must match
+its keys exactly.
+
+**Tensor contract.** Checkpoints and TorchScript nets get float32 `N x 3 x H x W`, RGB, values
+in [0, 1], and must return `N x 3 x (H*scale) x (W*scale)` RGB in [0, 1]. A `python:` module
+declares its convention as attributes (`value_range` (0, 1) / (-1, 1) / (0, 255),
+`color_order` "RGB" / "BGR", `scale`, `stride`, `fixed_size`) or spec options
+(`?value_range=-1,1&color_order=BGR&scale=4&stride=4`); copymark converts to it and back, and an
+option that contradicts the module is an error. Sizes that are not a multiple of the net's
+stride are reflect-padded up to the next multiple and the answer is cropped back to
+`H*scale x W*scale`; fixed-size nets run in overlapping tiles.
+
+**Trust.** TorchScript files are programs: serve only files from a trusted source (copymark
+checks the archive's CRCs and refuses a damaged or tampered file, but cannot tell whose code a
+well-formed one is). A `python:` module is code you install or read. copymark recommends
+`python:` with a safetensors state dict (weights are data, the architecture is readable
+source); torch.jit is deprecated upstream, and torch.export (or ONNX) is the export path
+copymark supports next.
+
+**Isolation** (`--isolation`, default `auto` = `worker`): the model runs in a supervised worker
+process rebuilt from the spec, so a crash or hang in its native code answers the affected
+requests with a 5xx JSON error (never charged), the worker restarts, and the server keeps
+serving. `inline` runs it in the server process (no copy, no restart; a crash kills the
+server).
+
+**Limits**, checked from the image header before decoding: `--max-pixels` (413), `--min-side`,
+`--max-aspect` (422). The API (`/v1/translate`, `/v1/info`, `/v1/health`, `/metrics`, every
+status code) is described at `GET /openapi.json`.
+"""
+
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to ``app``."""
 
-    @app.command("serve")
+    @app.command("serve", help=SERVE_HELP)
     def serve(
         victim: str = typer.Option(
             ...,
             "--victim",
-            help="victim SPEC: classical:stylize?sigma_s=20&sigma_r=0.3, "
-            "classical:edge_preserving, classical:cartoon, classical:bicubic_x4, "
-            "a checkpoint folder or a TorchScript .pt file",
+            help="model SPEC: classical:NAME?PARAMS, a checkpoint or run folder, a TorchScript file "
+            "(trusted sources only: it is code), or python:PKG.MODULE:FACTORY with --weights",
+        ),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="state dict for a python: victim (.safetensors, or torch.save with weights_only)"
         ),
         keys: Path = typer.Option(
             ..., "--keys", help='JSON keys file {"KEY": {"budget": N, "rate_per_s": R, "burst": B}}'
@@ -25,15 +63,22 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
         device: str = typer.Option("cpu", "--device", help="device for learned victims (cpu, cuda)"),
+        isolation: str = typer.Option(
+            "auto", "--isolation", help="auto | worker | inline: where the model runs (see above)"
+        ),
         usage_db: Path | None = typer.Option(
             None, "--usage-db", help="SQLite file of spent budgets (default: beside the keys file)"
         ),
         max_upload_bytes: int = typer.Option(8 * 1024 * 1024, "--max-upload-bytes"),
-        max_pixels: int = typer.Option(1024 * 1024, "--max-pixels", help="input width*height limit"),
+        max_pixels: int = typer.Option(1024 * 1024, "--max-pixels", help="input width*height limit (413)"),
+        min_side: int = typer.Option(8, "--min-side", help="shortest input side in pixels (422)"),
+        max_aspect: float = typer.Option(16.0, "--max-aspect", help="longest/shortest input side (422)"),
         max_batch: int = typer.Option(8, "--max-batch"),
         max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
         queue_size: int = typer.Option(64, "--queue-size"),
-        inference_timeout_s: float = typer.Option(60.0, "--inference-timeout"),
+        inference_timeout_s: float = typer.Option(
+            60.0, "--inference-timeout", help="seconds a batch may run before 504 (the worker is then restarted)"
+        ),
         request_log: Path | None = typer.Option(None, "--request-log", help="JSON-lines audit log of requests"),
         idempotency_cache: int = typer.Option(
             256, "--idempotency-cache", help="answers kept per key for Idempotency-Key replays (0: off)"
@@ -41,9 +86,11 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level"),
         threads: int = typer.Option(0, "--threads", help="torch intra-op threads (0: torch's default)"),
     ) -> None:
-        """Serve a victim model behind the budgeted, rate-limited inference API."""
+        from dataclasses import replace
+
         from copymark.config import parse_config
-        from copymark.serving.app import create_app
+        from copymark.errors import ConfigError
+        from copymark.serving.app import create_app, start_model
         from copymark.serving.models import load_model
         from copymark.serving.server import serve_forever
         from copymark.serving.settings import ServeSettings
@@ -55,24 +102,30 @@ def register(app: typer.Typer) -> None:
                 "usage_db": usage_db,
                 "max_upload_bytes": max_upload_bytes,
                 "max_pixels": max_pixels,
+                "min_side": min_side,
+                "max_aspect": max_aspect,
                 "max_batch": max_batch,
                 "max_wait_ms": max_wait_ms,
                 "queue_size": queue_size,
                 "inference_timeout_s": inference_timeout_s,
                 "request_log": request_log,
                 "idempotency_cache": idempotency_cache,
+                "isolation": isolation,
             },
             where="serve options",
         )
         if threads < 0:
-            from copymark.errors import ConfigError
-
             raise ConfigError(f"--threads must be >= 0, got {threads}")
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        v = load_model(victim, device)
+        # with a worker, this process only needs the model's metadata: keep it off the accelerator
+        worker = settings.isolation != "inline"
+        v = load_model(victim, "cpu" if worker else device, weights)
+        if worker and v.source is not None:
+            v.source = replace(v.source, device=device)
         app_ = create_app(v, settings)
-        typer.echo(f"serving victim {v.id} (task {v.task}, scale {v.scale}) on http://{host}:{port}", err=True)
+        start_model(app_)
+        typer.echo(f"serving victim {v.id} (task {v.task}) on http://{host}:{port}", err=True)
         serve_forever(app_, host, port, log_level)

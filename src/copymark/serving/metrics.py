@@ -4,7 +4,8 @@ Exposed at ``GET /metrics`` in the text exposition format 0.0.4:
 ``copymark_requests_total{status}``, ``copymark_rejects_total{reason}``,
 ``copymark_request_latency_seconds`` (histogram, successful answers and errors alike),
 ``copymark_batch_size`` (histogram of victim batch sizes), ``copymark_answers_total``,
-``copymark_queue_depth`` (gauge).
+``copymark_replays_total``, ``copymark_queue_depth`` (gauge), ``copymark_model_restarts_total``
+(restarts of the model worker after a crash or a hang; 0 for inline models).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Metrics:
         self.answers = 0
         self.replays = 0
         self.queue_depth = 0
+        self.model_restarts = 0
 
     def request(self, status: int, seconds: float) -> None:
         with self._lock:
@@ -101,6 +103,9 @@ class Metrics:
                 "# HELP copymark_queue_depth Requests waiting for the victim.",
                 "# TYPE copymark_queue_depth gauge",
                 f"copymark_queue_depth {self.queue_depth}",
+                "# HELP copymark_model_restarts_total Model worker restarts after a crash or a hang.",
+                "# TYPE copymark_model_restarts_total counter",
+                f"copymark_model_restarts_total {self.model_restarts}",
             ]
         return "\n".join(out) + "\n"
 

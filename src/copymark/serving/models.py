@@ -1,73 +1,82 @@
-"""Victims: the image-translation models that sit behind the inference API.
+"""Served models: what sits behind the inference API, and how a SPEC string builds one.
 
-A victim is a plain, deterministic callable on a float32 ``N x 3 x H x W`` RGB batch in
-``[0, 1]`` that returns a batch in ``[0, 1]`` (``H*scale x W*scale`` for super-resolution),
-plus metadata: ``task`` (``"style"`` or ``"sr"``), ``scale``, ``name`` and an opaque ``id``
-(a hash of the spec or of the weight file; it names the victim in query stores without
-revealing its architecture).
+The interface
+-------------
+A :class:`ServedModel` is a deterministic callable on a float32 ``N x 3 x H x W`` RGB batch in
+``[0, 1]`` plus public metadata: ``task``, an opaque ``id`` (a hash of the spec or of the weight
+files; it names the model in query stores without revealing its architecture), a private
+``name`` and ``params``, and ``source`` (how to build it again, see below). Each kind of model
+*declares what it returns*: :meth:`ServedModel.output_shape`, the wire dtype its answers
+travel in, :meth:`ServedModel.encode` (the HTTP body) and :meth:`ServedModel.public_info`
+(what ``/v1/info`` may say). The app checks every answer against that declaration (shape,
+dtype, finite values) and encodes it; nothing in the app assumes an image comes back.
 
-A victim is chosen by a SPEC string (``copymark serve --victim SPEC``):
+* :class:`ImageModel` (image -> image; the style and super-resolution victims): returns
+  ``N x 3 x (H*scale) x (W*scale)`` in ``[0, 1]``, answered as an 8-bit PNG.
+* an image -> label model (a served classifier) declares ``N x num_classes`` scores and a
+  JSON encoding in the same way.
 
-* ``classical:stylize?sigma_s=20&sigma_r=0.3`` -- OpenCV ``cv2.stylization`` (a watercolour-like
-  edge-aware smoothing). The defaults (sigma_s=20, sigma_r=0.3) are a victim a small UNet can
-  really learn in minutes on CPU (see the issue's measured hint); larger sigma_s is harder.
-* ``classical:edge_preserving?sigma_s=60&sigma_r=0.4&flags=1`` -- ``cv2.edgePreservingFilter``
-  (flags 1 = recursive, 2 = normalized convolution).
-* ``classical:cartoon?d=9&sigma_color=75&sigma_space=75&passes=2&block_size=9&c=2&levels=8``
-  -- a cartoon filter defined here: ``passes`` bilateral filters flatten colours, the colours
-  are quantised to ``levels`` levels per channel, and a black edge mask (adaptive threshold of
-  the median-blurred grey image, ``block_size`` / ``c``) is drawn on top.
-* ``classical:bicubic_x4?method=matlab&sharpen=0`` -- bicubic x4 upscaling
-  (:func:`images.upscale_bicubic`), a super-resolution victim; ``sharpen > 0`` adds an unsharp
-  mask of that amount (Gaussian sigma 1.5 px on the output), a "sharpening upscaler" whose
-  answers differ from plain bicubic, so that the bicubic identity baseline is not already the
-  victim (the SR demo uses ``sharpen=1``).
-* a copymark checkpoint folder (``model.safetensors`` + ``config.json``), a training run
-  folder, or a TorchScript ``.pt`` file, loaded through
-  :func:`copymark.translate.load_translation_model` (any input size: padding to the net's
-  stride; eval mode, so deterministic). Task and scale come from the loaded model.
+``source`` (a :class:`ModelSource`: spec, device, weights) is set by :func:`load_model`, so
+the server can rebuild the model in a supervised worker process
+(:mod:`copymark.serving.execution`); :func:`function_model` wraps an in-process callable,
+which has no source and is served inline.
 
-Classical filters work on 8-bit images: the input is rounded to 8 bits first (what a PNG
-upload holds anyway), so the answer to a PNG is exactly the filter applied to its pixels.
+Specs (``copymark serve --victim SPEC``)
+----------------------------------------
+* ``classical:stylize``, ``classical:edge_preserving``, ``classical:cartoon``,
+  ``classical:bicubic_x4`` with ``?param=value`` options (:mod:`copymark.serving.classical`).
+* a copymark checkpoint folder (``model.safetensors`` + ``config.json``), a training run folder
+  or one of its checkpoints, loaded by :func:`copymark.translate.load_translation_model`.
+* a TorchScript file (``.pt``, ``.ts``, ``.torchscript``, ``.jit``).
+* ``python:PKG.MODULE:FACTORY`` with ``weights=FILE`` (``--weights``): a factory that returns
+  an ``nn.Module`` and a state dict for it (:mod:`copymark.serving.entrypoints`).
+
+The tensor contract of each format
+----------------------------------
+What the net itself receives and must return (copymark converts at this boundary only):
+
+* copymark checkpoint and TorchScript: input float32 ``N x 3 x h x w``, RGB, values in
+  ``[0, 1]``; output ``N x 3 x (h*scale) x (w*scale)``, RGB, ``[0, 1]`` (a tuple or list
+  output: its first element). Nets that want ``[-1, 1]`` convert inside their own forward.
+* ``python:``: the factory declares the convention, as attributes of the returned module
+  (``value_range`` = ``(0, 1)``, ``(-1, 1)`` or ``(0, 255)``; ``color_order`` = ``"RGB"`` or
+  ``"BGR"``; ``scale``; ``stride``; ``fixed_size``) or as spec options
+  (``?value_range=-1,1&color_order=BGR&scale=4&stride=4``); an option that contradicts the
+  module's declaration is an error. copymark maps ``[0, 1]`` RGB to that convention before
+  the forward and back after it; the output uses the same convention as the input.
+* sizes: ``h, w`` are the upload's ``H, W`` reflect-padded up to the next multiple of the net's
+  stride (1-pixel sides are replicated); a net with a ``fixed_size`` is run in overlapping
+  tiles of that size; the answer is cropped back to ``H*scale x W*scale`` and clamped to
+  ``[0, 1]``. Stride and scale come from the net's ``stride`` / ``scale`` attributes (or the
+  python: declaration), else from probing sizes once at load time.
+* classical filters get the upload's 8-bit pixels (see :mod:`copymark.serving.classical`).
+
+Trust
+-----
+TorchScript files are programs: their code runs when they are loaded and called, so serve only
+archives from a trusted source (copymark checks the archive's CRCs first and names a damaged
+or tampered member, but a well-formed archive made by someone else is still their code).
+``python:`` imports the named module, whose code runs like any installed package's; its
+weights are data only (safetensors, or ``torch.load(weights_only=True)``). copymark
+recommends ``python:`` with a safetensors state dict: the weights cannot carry code and the
+architecture is source you can read. ``torch.jit`` is deprecated upstream; its successor
+``torch.export`` (and ONNX) is the export path copymark will load next.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 
 from copymark.errors import ConfigError
-from copymark.images import from_uint8, to_uint8, upscale_bicubic
+from copymark.images import encode_png, from_uint8, to_uint8
 
 Task = Literal["style", "sr"]
-
-# name -> {param: (type, default, low, high)}; the single source of valid classical specs.
-_CLASSICAL: dict[str, dict[str, tuple[type, float | int | str, float | None, float | None]]] = {
-    "stylize": {"sigma_s": (float, 20.0, 0.0, 200.0), "sigma_r": (float, 0.3, 0.0, 1.0)},
-    "edge_preserving": {
-        "sigma_s": (float, 60.0, 0.0, 200.0),
-        "sigma_r": (float, 0.4, 0.0, 1.0),
-        "flags": (int, 1, 1, 2),
-    },
-    "cartoon": {
-        "d": (int, 9, 1, 25),
-        "sigma_color": (float, 75.0, 0.0, 500.0),
-        "sigma_space": (float, 75.0, 0.0, 500.0),
-        "passes": (int, 2, 1, 10),
-        "block_size": (int, 9, 3, 51),
-        "c": (float, 2.0, -50.0, 50.0),
-        "levels": (int, 8, 2, 256),
-    },
-    "bicubic_x4": {"method": (str, "matlab", None, None), "sharpen": (float, 0.0, 0.0, 5.0)},
-}
 
 VALID_SPECS = (
     "classical:stylize?sigma_s=20&sigma_r=0.3",
@@ -76,178 +85,127 @@ VALID_SPECS = (
     "classical:bicubic_x4?method=matlab&sharpen=0",
     "PATH/TO/CHECKPOINT_FOLDER (model.safetensors + config.json)",
     "PATH/TO/model.pt (TorchScript)",
+    "python:PKG.MODULE:FACTORY with --weights FILE (.safetensors or a torch.save state dict)",
 )
 
 
-def _valid_hint() -> str:
+def valid_specs_hint() -> str:
     return "valid victim specs: " + " | ".join(VALID_SPECS)
 
 
-@dataclass
-class ImageModel:
-    """A deterministic image-translation function with its public metadata.
+class ModelOutputError(Exception):
+    """The model returned something other than what it declares (shape, dtype, NaN/inf)."""
 
-    ``fn`` maps ``N x 3 x H x W`` in [0, 1] to ``N x 3 x sH x sW`` in [0, 1]. ``id`` is an
-    opaque stable identifier (hash of the spec or weights) safe to publish.
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How to build a served model again, in another process: ``load_model(spec, device, weights)``."""
+
+    spec: str
+    device: str = "cpu"
+    weights: str | None = None
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A deterministic model behind the API: images in, declared answers out.
+
+    ``fn`` maps a float32 ``N x 3 x H x W`` RGB batch in ``[0, 1]`` to the raw output; the
+    subclass declares what that output must be and how it is answered.
     """
 
     name: str
-    task: Task
-    scale: int
+    task: str
     fn: Callable[[torch.Tensor], torch.Tensor]
     id: str
-    params: dict[str, float | int | str] = field(default_factory=dict)
+    params: dict[str, float | int | str] = field(default_factory=dict, kw_only=True)
+    source: ModelSource | None = field(default=None, kw_only=True)
+
+    output_kind: ClassVar[str] = ""  # the API route family: "image" -> /v1/translate
+    media_type: ClassVar[str] = ""
+    wire_dtype: ClassVar[torch.dtype] = torch.float32  # dtype of answers between worker and app
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"model {self.name}: expected N x 3 x H x W, got {tuple(x.shape)}")
+        with torch.inference_mode():
+            return self.fn(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"victim {self.name}: expected N x 3 x H x W, got {tuple(x.shape)}")
-        with torch.inference_mode():
-            y = self.fn(x)
-        return y.clamp(0, 1)
+        return self._forward(x)
+
+    def answer(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch's answers in wire form, checked against the declaration (ModelOutputError)."""
+        y = self._forward(x)
+        expected = (x.shape[0], *self.output_shape(x.shape[-2], x.shape[-1]))
+        if not isinstance(y, torch.Tensor):
+            raise ModelOutputError(f"the model returned {type(y).__name__}, expected a tensor of shape {expected}")
+        if tuple(y.shape) != expected:
+            raise ModelOutputError(f"the model returned shape {tuple(y.shape)}, expected {expected}")
+        if not y.is_floating_point():
+            raise ModelOutputError(f"the model returned dtype {y.dtype}, expected floating point")
+        if not bool(torch.isfinite(y).all()):
+            raise ModelOutputError("the model returned NaN or infinite values")
+        return self.to_wire(y)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of the answer to one ``3 x height x width`` image."""
+        raise NotImplementedError
+
+    def to_wire(self, y: torch.Tensor) -> torch.Tensor:
+        """A checked output batch -> the tensor the app encodes (``wire_dtype``)."""
+        raise NotImplementedError
+
+    def encode(self, row: torch.Tensor) -> bytes:
+        """One answer in wire form -> the HTTP body (of type ``media_type``)."""
+        raise NotImplementedError
+
+    def public_info(self) -> dict[str, Any]:
+        """What ``/v1/info`` says about the model: never its architecture, name or parameters."""
+        return {"task": self.task, "victim_id": self.id, "output": self.media_type}
+
+
+@dataclass(eq=False)
+class ImageModel(ServedModel):
+    """An image -> image model: ``N x 3 x H x W`` -> ``N x 3 x (H*scale) x (W*scale)``, in ``[0, 1]``.
+
+    Answers travel as uint8 (exactly the pixels of the 8-bit PNG that is sent back).
+    """
+
+    scale: int = 1
+
+    output_kind: ClassVar[str] = "image"
+    media_type: ClassVar[str] = "image/png"
+    wire_dtype: ClassVar[torch.dtype] = torch.uint8
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x).clamp(0, 1)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (3, height * self.scale, width * self.scale)
+
+    def to_wire(self, y: torch.Tensor) -> torch.Tensor:
+        return to_uint8(y.cpu())
+
+    def encode(self, row: torch.Tensor) -> bytes:
+        return encode_png(from_uint8(row))
+
+    def public_info(self) -> dict[str, Any]:
+        return {**super().public_info(), "scale": self.scale}
 
 
 # ---------------------------------------------------------------------------------------------
-# classical filters (OpenCV on 8-bit BGR images)
+# building models from specs
 
 
-def _per_image_uint8(x: torch.Tensor, op: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
-    """Apply ``op`` (RGB uint8 H x W x 3 -> RGB uint8 H x W x 3) to each image of the batch."""
-    u8 = to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
-    outs = [torch.from_numpy(np.ascontiguousarray(op(np.ascontiguousarray(img)))) for img in u8]
-    return from_uint8(torch.stack(outs).permute(0, 3, 1, 2).contiguous()).to(x.device)
-
-
-def _stylize(sigma_s: float, sigma_r: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    import cv2
-
-    def op(rgb: np.ndarray) -> np.ndarray:
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        return cv2.cvtColor(cv2.stylization(bgr, sigma_s=sigma_s, sigma_r=sigma_r), cv2.COLOR_BGR2RGB)
-
-    return lambda x: _per_image_uint8(x, op)
-
-
-def _edge_preserving(sigma_s: float, sigma_r: float, flags: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    import cv2
-
-    def op(rgb: np.ndarray) -> np.ndarray:
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        out = cv2.edgePreservingFilter(bgr, flags=flags, sigma_s=sigma_s, sigma_r=sigma_r)
-        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
-
-    return lambda x: _per_image_uint8(x, op)
-
-
-def cartoon_uint8(
-    rgb: np.ndarray,
-    d: int = 9,
-    sigma_color: float = 75.0,
-    sigma_space: float = 75.0,
-    passes: int = 2,
-    block_size: int = 9,
-    c: float = 2.0,
-    levels: int = 8,
-) -> np.ndarray:
-    """The cartoon filter: bilateral smoothing, colour quantisation, black edges.
-
-    ``passes`` bilateral filters (diameter ``d``) flatten regions; each channel is quantised to
-    ``levels`` evenly spaced levels (bin centres); pixels where the adaptive mean threshold of
-    the median-blurred grey image (window ``block_size``, offset ``c``) says "edge" are black.
-    """
-    import cv2
-
-    color = rgb
-    for _ in range(passes):
-        color = cv2.bilateralFilter(color, d, sigma_color, sigma_space)
-    step = 256.0 / levels
-    color = np.clip(np.floor(color / step) * step + step / 2, 0, 255).astype(np.uint8)
-    gray = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5)
-    bs = block_size if block_size % 2 == 1 else block_size + 1
-    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, bs, c)
-    return cv2.bitwise_and(color, color, mask=edges)
-
-
-def _cartoon(**p: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: _per_image_uint8(x, lambda img: cartoon_uint8(img, **p))  # type: ignore[arg-type]
-
-
-def unsharp_mask(x: torch.Tensor, amount: float, sigma: float = 1.5) -> torch.Tensor:
-    """``x + amount * (x - gaussian_blur(x))``, clamped to [0, 1] (reflect-padded, separable)."""
-    radius = int(math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = (g / g.sum()).to(x.device)
-    c = x.shape[1]
-    blur = torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="reflect")
-    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    blur = torch.nn.functional.pad(blur, (0, 0, radius, radius), mode="reflect")
-    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    return (x + amount * (x - blur)).clamp(0, 1)
-
-
-def _bicubic_x4(method: str, sharpen: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
-    if method not in ("matlab", "pil"):
-        raise ConfigError(f"victim classical:bicubic_x4: method must be 'matlab' or 'pil', got {method!r}")
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        # the input is what an 8-bit upload holds; the output is the float bicubic result
-        y = upscale_bicubic(from_uint8(to_uint8(x)), 4, method=method)  # type: ignore[arg-type]
-        return unsharp_mask(y, sharpen) if sharpen > 0 else y
-
-    return fn
-
-
-def _parse_params(name: str, query: str, spec: str) -> dict[str, float | int | str]:
-    schema = _CLASSICAL[name]
-    params: dict[str, float | int | str] = {k: v[1] for k, v in schema.items()}
-    for key, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-        if key not in schema:
-            raise ConfigError(
-                f"victim spec {spec!r}: unknown parameter {key!r} for classical:{name}",
-                hint=f"parameters of classical:{name}: {', '.join(schema) or '(none)'}",
-            )
-        typ, _, lo, hi = schema[key]
-        try:
-            val = typ(raw)
-        except ValueError:
-            raise ConfigError(f"victim spec {spec!r}: parameter {key}={raw!r} is not a {typ.__name__}") from None
-        if lo is not None and hi is not None and not (lo <= val <= hi):  # type: ignore[operator]
-            raise ConfigError(f"victim spec {spec!r}: parameter {key}={val} outside [{lo}, {hi}]")
-        params[key] = val
-    return params
-
-
-def _spec_id(text: str) -> str:
+def spec_id(text: str) -> str:
+    """The opaque id of a model defined by its spec text alone."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _classical_victim(spec: str) -> ImageModel:
-    parts = urlsplit(spec[len("classical:") :])
-    name = parts.path
-    if name not in _CLASSICAL:
-        raise ConfigError(f"unknown classical victim {name!r} in spec {spec!r}", hint=_valid_hint())
-    p = _parse_params(name, parts.query, spec)
-    canonical = f"classical:{name}?" + "&".join(f"{k}={p[k]}" for k in sorted(p))
-    vid = _spec_id(canonical)
-    match name:
-        case "stylize":
-            return ImageModel(name, "style", 1, _stylize(float(p["sigma_s"]), float(p["sigma_r"])), vid, p)
-        case "edge_preserving":
-            fn = _edge_preserving(float(p["sigma_s"]), float(p["sigma_r"]), int(p["flags"]))
-            return ImageModel(name, "style", 1, fn, vid, p)
-        case "cartoon":
-            return ImageModel(name, "style", 1, _cartoon(**p), vid, p)  # type: ignore[arg-type]
-        case "bicubic_x4":
-            return ImageModel(name, "sr", 4, _bicubic_x4(str(p["method"]), float(p["sharpen"])), vid, p)
-    raise ConfigError(f"unknown classical victim {name!r}", hint=_valid_hint())  # pragma: no cover
-
-
-# ---------------------------------------------------------------------------------------------
-# learned victims (checkpoint folder or TorchScript file)
-
-
-def _file_id(paths: list[Path]) -> str:
-    h = hashlib.sha256()
+def file_id(paths: list[Path], salt: str = "") -> str:
+    """The opaque id of a model defined by files (and, optionally, spec text)."""
+    h = hashlib.sha256(salt.encode())
     for p in paths:
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -255,38 +213,60 @@ def _file_id(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _learned_victim(path: Path, device: str) -> ImageModel:
+def _learned_model(path: Path, device: str) -> ImageModel:
     """A checkpoint folder / run folder / TorchScript file via copymark.translate."""
     from copymark.translate import load_translation_model, resolve_net_folder
 
     if not path.exists():
-        raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=_valid_hint())
+        raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=valid_specs_hint())
     model = load_translation_model(path, device)
     if path.is_dir():  # the id hashes the net actually served (config + weights), not the whole run
         net = resolve_net_folder(path)
         files = [f for f in (net / "config.json", net / "model.safetensors") if f.is_file()]
     else:
         files = [path]
-    vid = _file_id(files)
     scale = int(model.scale)
     task: Task = "sr" if scale > 1 else "style"
-    return ImageModel(path.stem if path.is_file() else path.name, task, scale, model, vid)
+    return ImageModel(path.stem if path.is_file() else path.name, task, model, file_id(files), scale=scale)
 
 
-def load_model(spec: str, device: str = "cpu") -> ImageModel:
-    """Build the victim named by ``spec`` (see the module docstring); bad specs raise ConfigError."""
+def load_model(spec: str, device: str = "cpu", weights: str | Path | None = None) -> ServedModel:
+    """Build the model named by ``spec`` (see the module docstring); bad specs raise ConfigError.
+
+    ``weights`` is the state dict of a ``python:`` spec (``--weights``); other formats carry
+    their own weights.
+    """
     spec = spec.strip()
     if not spec:
-        raise ConfigError("empty victim spec", hint=_valid_hint())
-    if spec.startswith("classical:"):
-        return _classical_victim(spec)
-    if ":" in spec.split("/")[0] and not Path(spec).exists() and len(spec.split(":")[0]) > 1:
-        raise ConfigError(f"unknown victim spec scheme in {spec!r}", hint=_valid_hint())
-    return _learned_victim(Path(spec), device)
+        raise ConfigError("empty victim spec", hint=valid_specs_hint())
+    weights_path = Path(weights).resolve() if weights is not None else None
+    if spec.startswith("python:"):
+        from copymark.serving.entrypoints import python_model  # imports the user's module: only when asked
+
+        model: ServedModel = python_model(spec, weights_path, device)
+        rebuild = spec
+    elif weights_path is not None:
+        raise ConfigError(
+            f"--weights {weights} is only for python: victims, not {spec!r}",
+            hint="checkpoint folders and TorchScript files carry their own weights; drop --weights",
+        )
+    elif spec.startswith("classical:"):
+        from copymark.serving.classical import classical_model  # OpenCV loads only when asked
+
+        model = classical_model(spec)
+        rebuild = spec
+    elif ":" in spec.split("/")[0] and not Path(spec).exists() and len(spec.split(":")[0]) > 1:
+        raise ConfigError(f"unknown victim spec scheme in {spec!r}", hint=valid_specs_hint())
+    else:
+        model = _learned_model(Path(spec), device)
+        rebuild = str(Path(spec).resolve())  # a worker started elsewhere finds the same file
+    model.source = ModelSource(rebuild, str(device), str(weights_path) if weights_path else None)
+    return model
 
 
 def function_model(
     fn: Callable[[torch.Tensor], torch.Tensor], name: str = "function", task: Task = "style", scale: int = 1
 ) -> ImageModel:
-    """Wrap any deterministic tensor function as a victim (tests, benchmarks, in-process nets)."""
-    return ImageModel(name, task, scale, fn, _spec_id(f"function:{name}:{task}:{scale}"))
+    """Wrap any deterministic tensor function as a served image model (tests, benchmarks,
+    in-process nets). It has no :class:`ModelSource`, so the server runs it inline."""
+    return ImageModel(name, task, fn, spec_id(f"function:{name}:{task}:{scale}"), scale=scale)

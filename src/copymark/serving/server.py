@@ -50,11 +50,15 @@ class BackgroundServer:
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name=f"uvicorn-{self.port}"
         )
 
-    def start(self, timeout: float = 20.0) -> BackgroundServer:
+    def start(self, timeout: float = 300.0) -> BackgroundServer:
+        """Start serving; returns once the app's lifespan has started (its model is built, in
+        its worker process if isolated), or raises when startup fails or takes ``timeout`` s."""
         self.thread.start()
         t0 = time.monotonic()
         while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() - t0 > timeout:
+            if not self.thread.is_alive():
+                raise CopymarkError(f"server on {self.url} failed to start (see the log above)")
+            if time.monotonic() - t0 > timeout:
                 raise CopymarkError(f"server on {self.url} did not start within {timeout} s")
             time.sleep(0.01)
         return self

@@ -4,11 +4,20 @@
 keys file, a JSON object ``{"<api key>": {"budget": 1000, "rate_per_s": 5, "burst": 10}}``.
 Budgets are spent answers per key and persist across restarts in a small SQLite file beside
 the keys file (``<keys>.usage.sqlite`` unless ``usage_db`` says otherwise).
+
+``isolation`` says where the model runs: ``"worker"`` in a supervised child process that
+rebuilds the model from its spec (a crash or hang in the model's native code fails only the
+requests it was answering; the worker is restarted), ``"inline"`` in an inference thread of
+the server process (no restart cost, no copy across processes, but a crash takes the server
+down and a hang blocks it), ``"auto"`` (default) the worker when the model was built from a
+spec by :func:`~copymark.serving.models.load_model`, inline for in-process callables
+(:func:`~copymark.serving.models.function_model`), which cannot be rebuilt elsewhere.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,15 +41,24 @@ class ServeSettings(StrictModel):
     usage_db: Path | None = Field(default=None, description="SQLite file for spent budgets; default beside keys_file")
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=1024 * 1024, ge=1, description="input width*height limit, checked from the header")
+    min_side: int = Field(default=8, ge=1, description="shortest input side in pixels, checked from the header")
+    max_aspect: float = Field(
+        default=16.0, ge=1.0, description="longest / shortest input side, checked from the header"
+    )
     max_batch: int = Field(default=8, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=64, ge=1, description="requests waiting for the victim; more get 503")
-    inference_timeout_s: float = Field(default=60.0, gt=0, description="wait for an answer before 504")
+    inference_timeout_s: float = Field(
+        default=60.0, gt=0, description="wait for an answer before 504; an isolated model worker is then restarted"
+    )
     read_timeout_s: float = Field(default=30.0, gt=0, description="time allowed to receive the upload")
     idempotency_cache: int = Field(
         default=256, ge=0, description="answers kept per key for Idempotency-Key replays (0 disables)"
     )
     request_log: Path | None = Field(default=None, description="JSON-lines audit log of every request")
+    isolation: Literal["auto", "worker", "inline"] = Field(
+        default="auto", description="where the model runs: a supervised worker process, or inline (see module doc)"
+    )
 
     def usage_path(self) -> Path:
         return (
