@@ -303,3 +303,28 @@ def test_the_store_is_found_from_the_training_record_and_checked_against_the_vic
             run_evaluation(_cfg(s2.url, tmp_path / "run3", test, sur, store=tmp_path / "store"))
         assert charged(s2.url) == 0
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
+
+
+@pytest.mark.parametrize(
+    "reason, hint",
+    [
+        (
+            "POST /v1/translate: the server says this key's query budget is spent (HTTP 402 ...)",
+            "larger evaluator budget",
+        ),
+        (
+            "POST /v1/translate: the server refused the API key (HTTP 403 invalid_key: unknown API key)",
+            "check --api-key",
+        ),
+        ("POST /v1/translate: gave up after 9 attempts (last: HTTP 429 rate_limited: ...)", "lower --concurrency"),
+        ("POST /v1/translate: gave up after 9 attempts (last: ConnectError: refused)", "running and reachable"),
+    ],
+)
+def test_a_stopped_evaluation_gets_the_hint_of_its_cause(tmp_path, reason, hint):
+    from copymark.extraction.evaluate import _stop_error
+
+    err = _stop_error(reason, 3, 10, tmp_path / "answers")
+    assert err.message.startswith("evaluation stopped with 3 of 10 victim answers") and hint in (err.hint or "")
+    assert "not paid again" in (err.hint or "")
+    others = {"larger evaluator budget", "check --api-key", "lower --concurrency", "running and reachable"} - {hint}
+    assert not any(o in (err.hint or "") for o in others)

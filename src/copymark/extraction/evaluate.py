@@ -381,7 +381,7 @@ def _stop_error(reason: str, received: int, total: int, store: Path) -> Copymark
         return CopymarkError(msg, hint=f"{kept}; ask the owner for a larger evaluator budget, then rerun")
     if "api key" in low or "401" in low or "403" in low:
         return CopymarkError(msg, hint=f"check --api-key; {kept}")
-    if "429" in low or "rate" in low:
+    if "429" in low or "rate limit" in low or "rate_limited" in low:
         return CopymarkError(msg, hint=f"{kept}; rerun the same command (or lower --concurrency) to resume")
     return CopymarkError(msg, hint=f"{kept}; is the server running and reachable? Rerun the same command to resume")
 
@@ -642,7 +642,11 @@ class Scorer:
                     if gain is not None:
                         e[f"paired_gain_{name}"] = gain
             baselines[key_g] = entry
-        notes = [f"table {k}: {t['note']}" for k, t in sorted(tables.items()) if t.get("note")]
+        by_note: dict[str, list[str]] = {}
+        for k, t in sorted(tables.items()):
+            if t.get("note"):
+                by_note.setdefault(t["note"], []).append(k)
+        notes = [f"table{'s' if len(ks) > 1 else ''} {', '.join(ks)}: {note}" for note, ks in by_note.items()]
         out: dict[str, Any] = {
             "n": len(s.inputs),
             "paired_gt": s.paired,
