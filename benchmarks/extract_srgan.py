@@ -17,8 +17,18 @@ The whole attack of the extraction study on a real, pretrained super-resolution 
 5. **surrogate**: an SRResNet (``--blocks``, ``--nf``) trained with the pixel MSE on the
    (query, answer) pairs for ``--iters`` iterations (``copymark.train``).
 6. **evaluation**: tables A (victim vs ground truth), B (surrogate vs victim), C (surrogate vs
-   ground truth) on Set5 (the test set) and Set14 (the benchmark set), with the identity
-   (bicubic) and untrained-surrogate baselines; victim answers come through the API.
+   ground truth) on Set5 (the test set) and Set14 (the benchmark set), with the bicubic
+   baselines (``copymark.images.upscale_bicubic`` vs the victim, to read B against, and vs the
+   ground truth, to read A and C against) and the untrained-surrogate baseline; victim answers
+   come through the API and are kept in ``store/evaluation/``.
+
+With ``--reuse RUN`` the earlier run's store is copied and the surrogate trains on its first
+``--queries`` answers (the order they were answered in), so a 1,000-query record of a 3,000-answer
+store really trains on 1,000 pairs; ``queries.pairs_trained_on`` states the number.
+
+Paths in the record name data relative to the repository (``benchmarks/...``) or to the shared
+data folder beside it (``../shared/data/...``), never by the absolute paths of the machine that
+made it; outputs are named relative to ``--out``.
 
 Prints one JSON object (also written to ``--out/result.json``): the A/B/C means (psnr_y, ssim_y,
 psnr_rgb), the gap C - A per set, the goal check (C within 0.5 dB of A; the extraction study's
@@ -98,6 +108,50 @@ class Options:
 
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values))
+
+
+def portable(path: Path | str) -> str:
+    """A path for a record: relative to the repository, or ``../shared/data/...`` for the shared
+    data folder (wherever it is on this machine), else the path as given."""
+    p = Path(path)
+    try:
+        resolved = p.resolve()
+    except OSError:
+        return str(p)
+    for root, prefix in ((SHARED.resolve(), Path("..") / "shared" / "data"), (ROOT.resolve(), Path("."))):
+        if resolved.is_relative_to(root):
+            return (prefix / resolved.relative_to(root)).as_posix()
+    return str(p)
+
+
+def portable_out(path: Path | str, out: Path) -> str:
+    """An output path relative to ``--out`` (the record travels without the machine's paths)."""
+    p = Path(path).resolve()
+    return p.relative_to(out.resolve()).as_posix() if p.is_relative_to(out.resolve()) else portable(p)
+
+
+def first_pairs(store_dir: Path, out_dir: Path, victim_id: str, n: int) -> int:
+    """Lay out the store's first ``n`` answered pairs (answer order) for SR training; returns how many."""
+    from copymark.client.store import QueryStore
+
+    with QueryStore(store_dir) as store:
+        pairs = store.pairs(victim_id)[:n]
+    for sub in ("LR_x4", "HR"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for inp, ans in pairs:
+        for src, sub in ((inp, "LR_x4"), (ans, "HR")):
+            dst = out_dir / sub / f"{inp.stem}.png"
+            if not dst.exists():
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    import shutil
+
+                    shutil.copyfile(src, dst)
+    (out_dir / "source.json").write_text(
+        json.dumps({"store": str(store_dir), "victim_id": victim_id, "pairs": len(pairs)})
+    )
+    return len(pairs)
 
 
 def export_torchscript(net: torch.nn.Module, path: Path, probe: torch.Tensor, export: bool = True) -> dict[str, float]:
@@ -186,7 +240,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         base = {
             name: {k: (v.get(k) or {}).get("mean") for k in ("psnr_y", "ssim_y")}
             for name, v in res["baselines"].items()
-        }
+        }  # bicubic_vs_victim (read B against), bicubic_vs_gt (read A and C against), untrained_vs_victim
         a, c = tabs["A"]["psnr_y"], tabs["C"]["psnr_y"]
         gap = None if a is None or c is None else a - c
         out[names.get(key, key)] = {
@@ -202,9 +256,8 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(o: Options) -> dict[str, Any]:
     """The whole pipeline (see the module docstring); returns the result dict."""
     from copymark import images as I
-    from copymark.client.pairs import training_folder
     from copymark.extraction.campaign import run_campaign
-    from copymark.extraction.evaluate import run_evaluation
+    from copymark.extraction.evaluate import EvaluateConfig, run_evaluation
     from copymark.nets.victims import load_srgan_x4
     from copymark.serving.app import create_app
     from copymark.serving.models import load_model
@@ -282,8 +335,8 @@ def run(o: Options) -> dict[str, Any]:
             progress=o.progress,
         )
         lap("extract")
-        # 5. the surrogate
-        data = training_folder(out / "store", out / "surrogate_data", campaign.victim_id)
+        # 5. the surrogate, on the first --queries answers (a reused store may hold more)
+        n_pairs = first_pairs(out / "store", out / "surrogate_data", campaign.victim_id, o.queries)
         train_size = o.train_size or 4 * o.size
         overrides = {
             "generator": {"n_blocks": o.blocks, "nf": o.nf, "batch_norm": o.batch_norm, "image_skip": o.image_skip},
@@ -292,7 +345,7 @@ def run(o: Options) -> dict[str, Any]:
         }
         cfg = make_train_config(
             "srresnet",
-            data.folder,
+            out / "surrogate_data",
             overrides,
             size=train_size,
             iters=o.iters,
@@ -312,17 +365,20 @@ def run(o: Options) -> dict[str, Any]:
             sur_path = out / "surrogate.pt"
             torch.jit.script(load_translation_model(out / "surrogate", "cpu").net).save(str(sur_path))
         metrics = run_evaluation(
-            victim_url=server.url,
-            api_key=EVALUATOR_KEY,
-            surrogate_path=sur_path,
-            test_dir=o.test_set,
-            benchmark_dir=o.benchmark_set,
-            run_dir=out / "eval",
-            device=o.device,
-            n_boot=o.n_boot,
-            seed=o.seed,
-            progress=o.progress,
-            extra={"queries": {"spent": campaign.answered_total, "budget": o.queries}},
+            EvaluateConfig(
+                victim_url=server.url,
+                api_key=EVALUATOR_KEY,
+                surrogate=sur_path,
+                test=o.test_set,
+                benchmark=o.benchmark_set,
+                run_dir=out / "eval",
+                store=out / "store",
+                device=o.device,
+                n_boot=o.n_boot,
+                seed=o.seed,
+                concurrency=o.concurrency,
+                progress=o.progress,
+            )
         )
         lap("evaluate")
 
@@ -342,10 +398,11 @@ def run(o: Options) -> dict[str, Any]:
     goal = {name: s["goal_within_0.5_db"] for name, s in sets_out.items()}
     times["total"] = round(time.perf_counter() - t_all, 2)
     result: dict[str, Any] = {
+        "paths": "data relative to the repository or ../shared/data; outputs relative to --out",
         "victim": {
-            "weights": str(o.weights),
+            "weights": portable(o.weights),
             "params": n_params,
-            "torchscript": str(ts_path),
+            "torchscript": ts_path.relative_to(out).as_posix(),
             "torchscript_vs_eager": ts_check,
             "victim_id": campaign.victim_id,
         },
@@ -361,15 +418,22 @@ def run(o: Options) -> dict[str, Any]:
         "queries": {
             "spent": campaign.answered_total,
             "budget": o.queries,
+            "pairs_trained_on": n_pairs,
+            "store_answers": campaign.answered_total,
             "size_lr": o.size,
             "size_hr": 4 * o.size,
             "strategy": o.strategy,
-            "data": str(o.attacker_data),
+            "data": portable(o.attacker_data),
             "failed": campaign.counts.get("failed", 0),
             "new_this_run": campaign.answered_total - campaign.already_answered,
             "reused_store_of": str(o.reuse) if o.reuse else None,
             "reused_run_extract_wall_s": _earlier_extract_time(o.reuse),
         },
+        "evaluation_queries": {
+            **metrics["provenance"]["evaluation"],
+            "answers_store": portable_out(metrics["provenance"]["evaluation"]["answers_store"], out),
+        },
+        "sets_data": {"Set5": portable(o.test_set), "Set14": portable(o.benchmark_set)},
         "surrogate": {
             "kind": "srresnet",
             "blocks": o.blocks,
@@ -381,7 +445,7 @@ def run(o: Options) -> dict[str, Any]:
             "train_size_hr": train_size,
             "lr": o.lr,
             "decay_start": o.decay_start,
-            "pairs": data.n_pairs,
+            "pairs": n_pairs,
             "last_losses": trained.last_losses,
             "train_seconds": round(trained.seconds, 1),
             "images_per_second": round(trained.images_per_second, 2),
@@ -390,7 +454,7 @@ def run(o: Options) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "seed": o.seed,
         "wall_s": times,
-        "out": str(out),
+        "out": str(o.out),
         **o.extra,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))

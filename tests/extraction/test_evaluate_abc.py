@@ -2,56 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from evalhelpers import KEY, Blur, Upscale, scripted, serve
+from evalhelpers import photos as _photos
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from copymark import images as I
 from copymark.cli import main
-from copymark.extraction.evaluate import make_set, run_evaluation, summary
-from copymark.serving.app import create_app
+from copymark.extraction.evaluate import EvaluateConfig, make_set, run_evaluation
 from copymark.serving.models import load_model
-from copymark.serving.server import BackgroundServer
-from copymark.serving.settings import ServeSettings
-
-KEY = "evaluator-key-1234"
 
 
-def _server(tmp: Path, spec: str) -> BackgroundServer:
-    keys = tmp / "keys.json"
-    keys.write_text(json.dumps({KEY: {"budget": 1000, "rate_per_s": 1000, "burst": 1000}}))
-    return BackgroundServer(create_app(load_model(spec), ServeSettings(keys_file=keys)))
-
-
-def _photos(d: Path, n: int = 3, side: int = 64) -> Path:
-    from copymark.data.samples import samples
-
-    d.mkdir(parents=True, exist_ok=True)
-    for s in samples(["astronaut", "coffee", "chelsea", "rocket"][:n], max_side=side * 2):
-        I.save_image(I.center_crop(s.image, side), d / f"{s.name}.png")
-    return d
-
-
-class Blur(torch.nn.Module):
-    """A deterministic 'surrogate': 3x3 box blur (fully convolutional, scale 1)."""
-
-    stride = 1
-    scale = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
-
-
-class Upscale(torch.nn.Module):
-    stride = 1
-    scale = 4
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(x, scale_factor=4.0, mode="nearest")
+def _server(tmp: Path, spec: str):
+    return serve(tmp / "server", spec)
 
 
 def _skimage_psnr_ssim(a: Path, b: Path, y: bool = False, crop: int = 0) -> tuple[float, float]:
@@ -74,34 +41,36 @@ def test_style_tables_match_skimage_and_baselines(tmp_path):
     test = _photos(tmp_path / "test")
     style = _photos(tmp_path / "style", n=2, side=64)  # unpaired "target style" set for A/C
     sur = tmp_path / "blur.pt"
-    torch.jit.script(Blur()).save(str(sur))
+    scripted(Blur(), sur)
     with _server(tmp_path, "classical:stylize?sigma_s=20&sigma_r=0.3") as srv:
-        m = run_evaluation(
+        cfg = EvaluateConfig(
             victim_url=srv.url,
             api_key=KEY,
-            surrogate_path=sur,
-            test_dir=test,
-            gt_dir=style,
+            surrogate=sur,
+            test=test,
+            gt=style,
             run_dir=tmp_path / "run",
             n_boot=200,
             progress=False,
         )
-        # a rerun reuses the saved victim answers (no new paid query) and gives the same numbers
-        m2 = run_evaluation(
-            victim_url=srv.url,
-            api_key=KEY,
-            surrogate_path=sur,
-            test_dir=test,
-            gt_dir=style,
-            run_dir=tmp_path / "run",
-            n_boot=200,
-            progress=False,
-        )
+        m = run_evaluation(cfg)
+        # a rerun reuses the stored victim answers (no new paid query) and gives the same numbers
+        m2 = run_evaluation(cfg)
     t = m["sets"]["test"]
     assert t["n"] == 3 and not t["paired_gt"]
     assert set(t["tables"]) == {"A", "B", "C"}
-    # unpaired style GT: A and C hold only distribution metrics
-    assert set(t["tables"]["A"]["metrics"]) == {"swd"} and t["tables"]["A"]["metrics"]["swd"]["value"] > 0
+    # unpaired style GT: A and C hold only distribution metrics, with both set sizes
+    a_swd = t["tables"]["A"]["metrics"]["swd"]
+    assert set(t["tables"]["A"]["metrics"]) == {"swd"} and a_swd["value"] > 0 and (a_swd["n"], a_swd["n_ref"]) == (3, 2)
+    # ... read against the input set vs the style set, and flagged: 2 style images are too few
+    assert t["baselines"]["identity_vs_gt"]["swd"]["value"] > 0
+    assert "tables A, C: set-level metrics compare 3 with 2 images" in " ".join(t["notes"])
+    # the style examples are kept for the report (unpaired: not a column of the grid)
+    assert sorted(p.name for p in (tmp_path / "run" / "outputs" / "test" / "style").iterdir()) == sorted(
+        p.name for p in I.list_images(style)
+    )
+    assert not (tmp_path / "run" / "outputs" / "test" / "gt").exists()
+    assert m["protocol"]["fid_kid"].startswith("not computed")
     out = tmp_path / "run" / "outputs" / "test"
     stems = sorted(p.stem for p in I.list_images(test))
     per = [_skimage_psnr_ssim(out / "surrogate" / f"{s}.png", out / "victim" / f"{s}.png") for s in stems]
@@ -135,16 +104,18 @@ def test_sr_tables_y_channel_with_crop(tmp_path):
     for p in I.list_images(hr):
         I.save_image(I.downscale_bicubic(I.load_image(p), 4), lr / p.name)
     sur = tmp_path / "up.pt"
-    torch.jit.script(Upscale()).save(str(sur))
+    scripted(Upscale(), sur)
     with _server(tmp_path, "classical:bicubic_x4") as srv:
         m = run_evaluation(
-            victim_url=srv.url,
-            api_key=KEY,
-            surrogate_path=sur,
-            test_dir=tmp_path,
-            run_dir=tmp_path / "run",
-            n_boot=200,
-            progress=False,
+            EvaluateConfig(
+                victim_url=srv.url,
+                api_key=KEY,
+                surrogate=sur,
+                test=tmp_path,
+                run_dir=tmp_path / "run",
+                n_boot=200,
+                progress=False,
+            )
         )
     t = m["sets"]["test"]
     assert m["task"] == "sr" and m["scale"] == 4 and t["paired_gt"]
@@ -159,8 +130,20 @@ def test_sr_tables_y_channel_with_crop(tmp_path):
         assert got["ssim_y"]["mean"] == pytest.approx(np.mean([s for _, s in vals]), abs=1e-4), table
     # bicubic (the victim) beats nearest-neighbour (the surrogate) against the ground truth
     assert t["tables"]["A"]["metrics"]["psnr_y"]["mean"] > t["tables"]["C"]["metrics"]["psnr_y"]["mean"]
-    # the identity baseline for SR is bicubic upscaling: here it *is* the victim, so it is perfect
-    assert t["baselines"]["identity_vs_victim"]["psnr_y"]["mean"] > 60
+    # the SR baseline is bicubic upscaling (copymark.images.upscale_bicubic); here the victim *is*
+    # that bicubic, so every answer is identical: PSNR inf, counted in n and n_inf, no std or CI
+    base = t["baselines"]["bicubic_vs_victim"]["psnr_y"]
+    assert base == {"mean": "inf", "std": None, "n": 2, "n_inf": 2, "ci95": None, "paired_gain": base["paired_gain"]}
+    assert base["paired_gain"]["mean"] == "-inf"  # the surrogate is worse than a perfect baseline
+    assert "identity_vs_victim" not in t["baselines"]
+    # bicubic vs ground truth, the row to read A and C against: here it equals A image by image
+    gt_base = t["baselines"]["bicubic_vs_gt"]["psnr_y"]
+    assert gt_base["mean"] == pytest.approx(t["tables"]["A"]["metrics"]["psnr_y"]["mean"], abs=1e-12)
+    assert gt_base["paired_gain_A"]["mean"] == 0.0 and gt_base["paired_gain_A"]["ci95"] == [0.0, 0.0]
+    assert gt_base["paired_gain_C"]["mean"] < 0  # nearest neighbour is worse than bicubic
+    assert m["headline"]["test"]["baseline"] == "bicubic_vs_victim"
+    md = (tmp_path / "run" / "tables.md").read_text()
+    assert "∞" in md and "2 of 2 values infinite" in md and "bicubic upscaling vs ground truth" in md
 
 
 def test_make_set_errors(tmp_path):
@@ -175,13 +158,6 @@ def test_make_set_errors(tmp_path):
     gt = _photos(tmp_path / "gt", n=1, side=64)
     with pytest.raises(DataError, match="no ground truth with the same stem"):
         make_set("test", lr, gt, "sr", 4)
-
-
-def test_summary_matches_numpy():
-    vals = [20.0, 22.5, 19.0, 25.0]
-    s = summary(vals, n_boot=500, seed=1)
-    assert s["mean"] == pytest.approx(np.mean(vals)) and s["std"] == pytest.approx(np.std(vals, ddof=1))
-    assert s["n"] == 4 and s["ci95"][0] < s["mean"] < s["ci95"][1]
 
 
 def test_evaluate_cli_bad_inputs(tmp_path, capsys):
@@ -204,3 +180,55 @@ def test_evaluate_cli_bad_inputs(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
+
+
+class TinyFeatures(torch.nn.Module):
+    """A tiny float64 feature net (FID/KID's feature net is injectable; Inception is not needed here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 3).double()
+
+    @torch.no_grad()
+    def forward(self, x):
+        h = torch.relu(self.conv(x.double()))
+        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+
+
+@pytest.mark.parametrize("n_style", [1, 3])
+def test_fid_and_kid_come_together_or_say_why(tmp_path, n_style):
+    """With a feature net, FID and KID are both reported (KID also when FID is not), or each says
+    why not; never one silently in place of the other."""
+    from copymark.extraction.evaluate import Inputs, Scorer, VictimAccess, fetch_answers
+    from copymark.metrics.distribution import FeatureDistances, kid_from_features
+    from copymark.translate import load_translation_model
+
+    test = _photos(tmp_path / "test", n=3, side=48)
+    style = _photos(tmp_path / "style", n=n_style, side=48)
+    s = make_set("test", test, style, "style", 1)
+    inputs = Inputs.of([s])
+    victim = load_model("classical:stylize?sigma_s=20&sigma_r=0.3")
+    with _server(tmp_path, "classical:stylize?sigma_s=20&sigma_r=0.3") as srv:
+        fetch_answers(VictimAccess(srv.url, KEY), victim.id, inputs, tmp_path / "answers", progress=False)
+    sur = load_translation_model(scripted(Blur(), tmp_path / "blur.pt"))
+    scorer = Scorer(
+        "style", 1, victim.id, tmp_path / "answers", sur, feature_net=TinyFeatures(), n_boot=200, progress=False
+    )
+    res = scorer.score(s, inputs, tmp_path / "out")
+    a = res["tables"]["A"]["metrics"]
+    if n_style == 1:  # one reference image: neither can be computed, and both say so
+        assert a["fid"]["value"] is None and "at least 2" in a["fid"]["why"]
+        assert a["kid"]["mean"] is None and a["kid"]["why"]
+        return
+    # both present, equal to the metric computed here from the same features
+    fd = FeatureDistances(TinyFeatures(), fid=True, kid=True, seed=0)
+    answers = [I.load_image(tmp_path / "out" / "test" / "victim" / f"{st}.png") for st in sorted(s.inputs)]
+    refs = [I.load_image(p) for _, p in sorted(s.gt.items())]
+    fd.update(answers, refs)
+    want = fd.compute()
+    # 3 images give singular covariances: scipy's sqrtm is then accurate to about sqrt(eps) = 1.5e-8
+    # relative, and the streamed and the batched moments differ in the last float64 bits before it
+    assert a["fid"]["value"] == pytest.approx(want.fid, rel=1e-6) and (a["fid"]["n"], a["fid"]["n_ref"]) == (3, 3)
+    k = kid_from_features(fd.features_of(answers), fd.features_of(refs), 1000, 100, 0)
+    assert a["kid"]["mean"] == pytest.approx(k.mean, rel=1e-9)

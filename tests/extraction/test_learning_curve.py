@@ -11,7 +11,7 @@ from PIL import Image
 
 from copymark import images as I
 from copymark.errors import ConfigError
-from copymark.extraction.learning_curve import goal_check, parse_fractions, run_learning_curve
+from copymark.extraction.learning_curve import LearningCurveConfig, goal_check, parse_fractions, run_learning_curve
 from copymark.serving.app import create_app
 from copymark.serving.models import load_model
 from copymark.serving.server import BackgroundServer
@@ -59,25 +59,25 @@ def test_learning_curve_end_to_end(tmp_path):
     log = tmp_path / "requests.jsonl"
     settings = ServeSettings(keys_file=keys, request_log=log)
     with BackgroundServer(create_app(load_model("classical:stylize"), settings)) as srv:
-        curve = run_learning_curve(
+        cfg = LearningCurveConfig(
             victim_url=srv.url,
             api_key=ATTACKER,
             eval_api_key=EVALUATOR,
-            data_dir=data,
-            test_dir=test,
+            data=data,
+            test=test,
             budget=16,
             run_dir=tmp_path / "run",
             strategies=["random", "diverse"],
             fractions=[Fraction(1, 2), Fraction(1)],
-            train_overrides={"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 1}},
+            net_config={"generator": {"num_downs": 5, "ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 1}},
             size=64,
             train_size=32,
             iters=2,
             batch_size=2,
             n_boot=100,
             progress=False,
-            echo=lambda *_: None,
         )
+        curve = run_learning_curve(cfg, echo=lambda *_: None)
     pts = curve["points"]
     # 64 px queries, surrogates trained on random 32 px crops of the answers
     sur_cfg = json.loads((tmp_path / "run" / "surrogates" / "random-8" / "config.json").read_text())
@@ -88,7 +88,8 @@ def test_learning_curve_end_to_end(tmp_path):
         ("diverse", 8),
         ("diverse", 16),
     ]
-    assert all(p["value"] is not None and p["identity"] is not None for p in pts)
+    assert all(p["value"] is not None and p["baseline_value"] is not None for p in pts)
+    assert {p["baseline"] for p in pts} == {"identity_vs_victim"}
     saved = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
     assert saved == json.loads(json.dumps(curve))
     assert Image.open(tmp_path / "run" / "learning_curve.png").format == "PNG"

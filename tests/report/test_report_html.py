@@ -236,3 +236,51 @@ def test_bad_run_folders(style_run: Path, breakage: str, needle: str, capsys):
     assert needle in " ".join(err.split())
     assert "Traceback" not in err
     assert not (run / "report.html").exists()
+
+
+def _store(path: Path, victim_id: str, n: int, budget: int) -> Path:
+    """A real query store as `copymark extract` leaves it: n answered queries and the campaign meta."""
+    from copymark.client.store import QueryStore
+
+    with QueryStore(path) as store:
+        for i in range(n):
+            sha = store.add_input(f"query {i}".encode(), victim_id, f"photo.png#{i},0")
+            store.record_answer(sha, victim_id, f"answer {i}".encode(), f"req-{i}")
+        store.set_meta(
+            "campaign", json.dumps({"victim_id": victim_id, "budget": budget, "strategy": "diverse", "size": 64})
+        )
+    return path
+
+
+def test_report_takes_the_store_for_a_manual_run(style_run: Path, tmp_path: Path):
+    """A run folder without provenance (the manual workflow) gets it from --store."""
+    m = json.loads((style_run / "metrics.json").read_text())
+    del m["queries"]
+    m["victim"] = {"url": "http://127.0.0.1:8123", "victim_id": "0123abcd0123abcd"}
+    (style_run / "metrics.json").write_text(json.dumps(m))
+    text = " ".join(" ".join(parse(write_report(style_run)).text).split())
+    assert "not recorded (give the extraction's query store: --store)" in text
+    store = _store(tmp_path / "store", "another-victim", n=2, budget=2)  # a store may hold several victims
+    _store(store, "0123abcd0123abcd", n=30, budget=40)  # (the campaign meta is the last campaign's)
+    assert main(["report", str(style_run), "--store", str(store)]) == 0
+    text = " ".join(" ".join(parse(style_run / "report.html").text).split())
+    assert "30 of 40 (75% of the budget), strategy diverse, answered " in text
+    assert "victim id 0123abcd0123abcd" in text and str(store) in text
+    # a store without this victim's queries is an error naming both, not a silent "not recorded"
+    other = _store(tmp_path / "other", "someone-else", n=1, budget=1)
+    with pytest.raises(CopymarkError, match="holds no queries of victim 0123abcd0123abcd"):
+        write_report(style_run, store=other)
+
+
+def test_infinite_mean_and_notes_are_shown(style_run: Path):
+    m = json.loads((style_run / "metrics.json").read_text())
+    t = m["sets"]["test"]
+    t["tables"]["B"]["metrics"]["psnr_rgb"] = {"mean": "inf", "std": None, "n": 6, "n_inf": 2, "ci95": None}
+    t["notes"] = ["table A: set-level metrics compare 6 with 2 images; SWD, KID and FID need tens"]
+    (style_run / "metrics.json").write_text(json.dumps(m))
+    p = parse(write_report(style_run))
+    rows = {metric: cells for tb, metric, cells in p.rows if tb == "table-B" and metric}
+    assert rows["psnr_rgb"][1].startswith("∞") and "2 of 6 values infinite" in rows["psnr_rgb"][1]
+    assert rows["psnr_rgb"][3] == "—"
+    text = " ".join(" ".join(p.text).split())
+    assert "Note: table A: set-level metrics compare 6 with 2 images" in text

@@ -34,45 +34,77 @@ def evaluate(
     benchmark: Path | None = typer.Option(None, "--benchmark", help="A second, benchmark set (same layout as --test)."),
     benchmark_gt: Path | None = typer.Option(None, "--benchmark-gt", help="Ground truth of the benchmark set."),
     run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Run folder to write (default runs/evaluate-DATE-TIME)."
+        None, "--run-dir", help="Run folder to write (default runs/evaluate-DATE-TIME); rerun into it to resume."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="The extraction's query store (read only): checks the victim, reuses answers it holds, and names "
+        "the queries spent, budget, strategy and dates in the report. Default: found from the surrogate's "
+        "training record (`copymark train --from-store`).",
+    ),
+    answers: Path | None = typer.Option(
+        None,
+        "--answers",
+        help="Query store of this evaluation's victim answers, shared by every evaluation that names it "
+        "(default STORE/evaluation, or RUN_DIR/answers without a store).",
     ),
     inception_weights: Path | None = typer.Option(
         None,
         "--inception-weights",
         envvar="COPYMARK_INCEPTION_WEIGHTS",
-        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; without it only SWD is reported.",
+        help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth): FID and KID; without it only SWD.",
     ),
-    kid: bool = typer.Option(True, "--kid/--no-kid", help="Report KID (needs --inception-weights)."),
     device: str = typer.Option("cpu", "--device", help="Device of the surrogate (cpu, cuda)."),
     n_boot: int = typer.Option(2000, "--n-boot", min=100, help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap, SWD and the untrained baseline."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests to the victim in flight at once."),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds per request before a retry."),
+    max_retries: int = typer.Option(8, "--max-retries", min=0, help="Retries per request (backoff with jitter)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr (the run's log.txt still has it)."),
 ) -> None:
     """Tables A (victim vs ground truth), B (surrogate vs victim), C (surrogate vs ground truth).
 
-    The victim is queried only through its API. Per-image PSNR/SSIM (SR: also on Y with a border
-    crop equal to the scale) with mean, std, n and bootstrap 95% CIs; SWD always; FID and KID
-    with --inception-weights. Writes metrics.json, tables.md and the images to the run folder;
-    `copymark report RUN_DIR` turns it into an HTML page.
+    The victim is queried only through its API, and only for test inputs it has not answered
+    before: answers are kept in a query store keyed by the victim's id and the input's hash, so
+    a second evaluation (or a rerun after a crash or a spent budget) pays nothing twice and an
+    answer of another victim is never used. A run folder is reused only for the same victim,
+    surrogate, sets and options. Per-image PSNR/SSIM (SR: also on Y with a border crop equal to
+    the scale) with mean, std, n and bootstrap 95% CIs; SWD always; FID and KID with
+    --inception-weights; baselines: the identity map (style) or bicubic (SR) against the victim
+    and against the ground truth, and an untrained surrogate. Writes metrics.json, tables.md and
+    the images to the run folder; `copymark report RUN_DIR` turns it into an HTML page.
     """
-    from copymark.extraction.evaluate import run_evaluation
+    from copymark.config import parse_config
+    from copymark.extraction.evaluate import EvaluateConfig, run_evaluation
     from copymark.runs import new_run_dir
 
     rd = run_dir or new_run_dir("runs", "evaluate")
-    run_evaluation(
-        victim_url=victim_url,
-        api_key=api_key,
-        surrogate_path=surrogate,
-        test_dir=test,
-        gt_dir=gt,
-        benchmark_dir=benchmark,
-        benchmark_gt_dir=benchmark_gt,
-        run_dir=rd,
-        inception_weights=inception_weights,
-        kid=kid and inception_weights is not None,
-        device=device,
-        n_boot=n_boot,
-        seed=seed,
+    cfg = parse_config(
+        EvaluateConfig,
+        {
+            "victim_url": victim_url,
+            "api_key": api_key,
+            "surrogate": surrogate,
+            "test": test,
+            "gt": gt,
+            "benchmark": benchmark,
+            "benchmark_gt": benchmark_gt,
+            "run_dir": rd,
+            "store": store,
+            "answers": answers,
+            "inception_weights": inception_weights,
+            "device": device,
+            "n_boot": n_boot,
+            "seed": seed,
+            "concurrency": concurrency,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "progress": not quiet,
+        },
+        where="copymark evaluate",
     )
+    run_evaluation(cfg)
     _print_tables(rd)
     typer.echo(f"run folder: {rd}")
 
@@ -106,33 +138,48 @@ def learning_curve(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run folder (default runs/learning-curve-DATE-TIME)."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests to the victim in flight at once."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the run's log.txt still has the progress)."),
 ) -> None:
-    """Table-B quality against queries spent, per query-selection strategy (JSON + plot)."""
-    from copymark.config import parse_json_arg
-    from copymark.extraction.learning_curve import parse_fractions, run_learning_curve
+    """Table-B quality against queries spent, per query-selection strategy (JSON + plot).
+
+    Every point trains a fresh surrogate on a prefix of one campaign per strategy, so no query
+    is paid twice; the test answers are fetched once with --eval-api-key and reused.
+    """
+    from copymark.config import parse_config, parse_json_arg
+    from copymark.extraction.learning_curve import LearningCurveConfig, parse_fractions, run_learning_curve
     from copymark.runs import new_run_dir
 
     rd = run_dir or new_run_dir("runs", "learning-curve")
-    curve = run_learning_curve(
-        victim_url=victim_url,
-        api_key=api_key,
-        eval_api_key=eval_api_key,
-        data_dir=data,
-        test_dir=test,
-        budget=budget,
-        run_dir=rd,
-        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-        fractions=parse_fractions(fractions),
-        procedure=procedure,
-        train_overrides=parse_json_arg(net_config, "--net-config"),
-        size=size,
-        train_size=train_size,
-        iters=iters,
-        batch_size=batch_size,
-        seed=seed,
+    cfg = parse_config(
+        LearningCurveConfig,
+        {
+            "victim_url": victim_url,
+            "api_key": api_key,
+            "eval_api_key": eval_api_key,
+            "data": data,
+            "test": test,
+            "budget": budget,
+            "run_dir": rd,
+            "strategies": [s.strip() for s in strategies.split(",") if s.strip()],
+            "fractions": parse_fractions(fractions),
+            "procedure": procedure,
+            "net_config": parse_json_arg(net_config, "--net-config"),
+            "size": size,
+            "train_size": train_size,
+            "iters": iters,
+            "batch_size": batch_size,
+            "seed": seed,
+            "concurrency": concurrency,
+            "progress": not quiet,
+        },
+        where="copymark learning-curve",
     )
+    curve = run_learning_curve(cfg, echo=typer.echo)
     for p in curve["points"]:
-        typer.echo(f"{p['strategy']:>8} {p['queries']:>6} queries: {curve['metric']} = {p['value']:.2f}")
+        v = p["value"]
+        shown = f"{v:.2f}" if isinstance(v, float) else str(v)
+        typer.echo(f"{p['strategy']:>8} {p['queries']:>6} queries: {curve['metric']} = {shown}")
     typer.echo(f"run folder: {rd}")
 
 
@@ -143,6 +190,7 @@ def demo(
     strategy: str = typer.Option("diverse", "--strategy", help="Query selection: random or diverse."),
     seed: int = typer.Option(0, "--seed"),
     runs_root: Path = typer.Option(Path("runs"), "--runs", help="Where the demo's run folder goes."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars (the run's log.txt still has the progress)."),
 ) -> None:
     """The whole extraction attack on built-in photos, on CPU, in a few minutes.
 
@@ -150,17 +198,27 @@ def demo(
     disjoint from the test photos, trains a small surrogate on the answers, evaluates tables
     A/B/C through the API and writes an HTML report. Same seed, same numbers.
     """
-    from dataclasses import replace
+    from copymark.config import parse_config
+    from copymark.errors import ConfigError
+    from copymark.extraction.demo import DemoConfig, run_demo
 
-    from copymark.extraction.demo import DemoSettings, run_demo
-
-    s = DemoSettings(task=task, strategy=strategy, seed=seed)  # type: ignore[arg-type]
-    if budget is not None:
-        s = replace(s, budget=budget)
-    if iters is not None:
-        s = replace(s, iters=iters)
-    report = run_demo(s, runs_root, echo=typer.echo)
-    _print_tables(report.parent)
+    if task not in ("style", "sr"):
+        raise ConfigError(f"unknown demo task {task!r}", hint="use --task style or --task sr")
+    given = {"budget": budget, "iters": iters}
+    cfg = parse_config(
+        DemoConfig,
+        {
+            "task": task,
+            "strategy": strategy,
+            "seed": seed,
+            "runs_root": runs_root,
+            "progress": not quiet,
+            **{k: v for k, v in given.items() if v is not None},
+        },
+        where="copymark demo",
+    )
+    report = run_demo(cfg, echo=typer.echo)
+    _print_tables(report.parent / "evaluation")
     typer.echo(f"report: {report}")
 
 

@@ -21,7 +21,15 @@ Steps (every one the real thing, nothing mocked):
    on the (query, answer) pairs for a fixed number of iterations (so the numbers are
    reproducible from the seed, unlike a time budget).
 5. Evaluation (tables A/B/C with bootstrap CIs, identity and untrained baselines) through the
-   same API with a separate evaluator key, then the HTML report.
+   same API with a separate evaluator key (:func:`copymark.extraction.evaluate.run_evaluation`
+   into ``RUN/evaluation/``, with the extraction's store for provenance), then the HTML report
+   (``RUN/report.html``).
+
+Layout of the demo's run folder ``runs/demo-<task>-<time>/``: ``photos/``, ``server/``
+(keys, request log), ``store/`` (the extraction's query store; ``store/evaluation/`` the
+evaluator's answers), ``surrogate_data/``, ``surrogate/`` (a training run),
+``evaluation/`` (an evaluation run: metrics.json, tables.md, outputs/), ``report.html``, and
+the demo's own config.json / metrics.json (timings, the headline numbers).
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
 from copymark import images as I
+from copymark.config import StrictModel
 from copymark.errors import ConfigError
 
 DemoTask = Literal["style", "sr"]
@@ -44,20 +54,30 @@ ATTACKER_KEY = "attacker-demo-key"
 EVALUATOR_KEY = "evaluator-demo-key"
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """Defaults (both tasks) sized for 1.5-2.5 minutes on 2 quiet CPU cores (measured; see the README)."""
+class DemoConfig(StrictModel):
+    """The demo's settings. Defaults (both tasks) sized for 1.5-2.5 minutes on 2 quiet CPU cores
+    (measured; see the README)."""
 
     task: DemoTask = "style"
-    budget: int = 600
-    strategy: str = "diverse"
-    query_size: int = 128  # style: query crops of 128 px; SR: LR crops of 32 px (HR 128)
-    train_size: int = 64  # random training crops of the answers (cheaper steps, same pixels)
-    iters: int = 1200
-    batch_size: int = 8
-    ngf: int = 32
+    budget: int = Field(600, ge=1)
+    strategy: Literal["random", "diverse"] = "diverse"
+    query_size: int = Field(128, ge=16, description="style: query crops of 128 px; SR: LR crops of 32 px (HR 128)")
+    train_size: int = Field(64, ge=8, description="random training crops of the answers (cheaper steps, same pixels)")
+    iters: int = Field(1200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    ngf: int = Field(32, ge=1)
     seed: int = 0
-    n_boot: int = 2000
+    n_boot: int = Field(2000, ge=100)
+    runs_root: Path = Path("runs")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DemoConfig:
+        if self.train_size > self.query_size:
+            raise ValueError(f"train_size {self.train_size} is larger than query_size {self.query_size}")
+        if self.task == "sr" and (self.query_size % 4 or self.train_size % 4):
+            raise ValueError("super-resolution x4: query_size and train_size must be multiples of 4")
+        return self
 
 
 def _rank(names: list[str], salt: str) -> list[str]:
@@ -98,25 +118,60 @@ def _style_examples(victim: Any, owner_dir: Path, out: Path) -> Path:
     return out
 
 
-def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: bool = True, echo: Any = print) -> Path:
-    """Run the demo into a new run folder under ``runs_root``; return the report's path."""
+def _train_config(cfg: DemoConfig, data_dir: Path | str) -> Any:
+    from copymark.train.api import make_train_config
+
+    common = {
+        "size": cfg.train_size,
+        "iters": cfg.iters,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "progress": cfg.progress,
+        "log_every": 50,
+    }
+    if cfg.task == "style":
+        overrides = {
+            "generator": {"num_downs": 5, "ngf": cfg.ngf},
+            "discriminator": {"ndf": max(4, cfg.ngf // 2), "n_layers": 2},
+        }
+        policy = "random_crop" if cfg.train_size < cfg.query_size else "error"
+        return make_train_config("pix2pix", data_dir, overrides, resize_policy=policy, **common)
+    # residual on the bicubic upscale: the untrained net is bicubic, training learns the rest
+    overrides = {"generator": {"n_blocks": 6, "nf": cfg.ngf, "image_skip": True}}
+    return make_train_config("srresnet", data_dir, overrides, **common)
+
+
+def _check(cfg: DemoConfig) -> None:
+    """The training configuration against the sizes, before the run folder is created."""
+    from copymark.train.api import generator_stride
+
+    stride = generator_stride(_train_config(cfg, "(the store's pairs)").procedure)
+    if cfg.train_size % stride:
+        raise ConfigError(
+            f"demo train_size {cfg.train_size} is not a multiple of the surrogate's stride ({stride})",
+            hint=f"use a multiple of {stride}, e.g. {max(stride, cfg.train_size - cfg.train_size % stride)}",
+        )
+
+
+def run_demo(cfg: DemoConfig, echo: Any = print) -> Path:
+    """Run the demo into a new run folder under ``cfg.runs_root``; return the report's path."""
     from copymark.client.pairs import training_folder
     from copymark.extraction.campaign import run_campaign
-    from copymark.extraction.evaluate import run_evaluation
+    from copymark.extraction.evaluate import EvaluateConfig, run_evaluation
     from copymark.report.html import write_report
     from copymark.runs import create_run, new_run_dir
     from copymark.serving.app import create_app
     from copymark.serving.models import load_model
     from copymark.serving.server import BackgroundServer
     from copymark.serving.settings import ServeSettings
-    from copymark.train.api import make_train_config, train
+    from copymark.train.api import train
 
-    if settings.task not in ("style", "sr"):
-        raise ConfigError(f"unknown demo task {settings.task!r}", hint="use --task style or --task sr")
+    _check(cfg)
     t0 = time.perf_counter()
-    run_dir = new_run_dir(runs_root, f"demo-{settings.task}")
-    spec = STYLE_VICTIM if settings.task == "style" else SR_VICTIM
-    run = create_run(run_dir, {"command": "demo", "victim": spec, **settings.__dict__}, "cpu", settings.seed)
+    run_dir = new_run_dir(cfg.runs_root, f"demo-{cfg.task}")
+    spec = STYLE_VICTIM if cfg.task == "style" else SR_VICTIM
+    recorded = {"command": "demo", "victim": spec, **cfg.model_dump(mode="json", exclude={"runs_root", "progress"})}
+    run = create_run(run_dir, recorded, "cpu", cfg.seed)
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -125,11 +180,15 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
         run.log("%s took %.1f s", name, now - since)
         return now
 
-    echo(f"[1/5] built-in photos -> {run_dir / 'photos'}")
-    photos = prepare_photos(run_dir / "photos", settings.task)
+    def step(text: str) -> None:
+        echo(text)
+        run.log(text)
+
+    step(f"[1/5] built-in photos -> {run_dir / 'photos'}")
+    photos = prepare_photos(run_dir / "photos", cfg.task)
     victim = load_model(spec)
     gt_dir = photos.get("gt")
-    if settings.task == "style":
+    if cfg.task == "style":
         gt_dir = _style_examples(victim, photos["owner"], run_dir / "photos" / "style_examples")
     t = lap("photos", t0)
 
@@ -139,7 +198,7 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
     keys.write_text(
         json.dumps(
             {
-                ATTACKER_KEY: {"budget": settings.budget, "rate_per_s": 1000, "burst": 1000},
+                ATTACKER_KEY: {"budget": cfg.budget, "rate_per_s": 1000, "burst": 1000},
                 EVALUATOR_KEY: {"budget": 4 * n_test, "rate_per_s": 1000, "burst": 1000},
             },
             indent=2,
@@ -147,86 +206,52 @@ def run_demo(settings: DemoSettings, runs_root: Path = Path("runs"), progress: b
     )
     serve_settings = ServeSettings(keys_file=keys, request_log=run_dir / "server" / "requests.jsonl")
     with BackgroundServer(create_app(victim, serve_settings)) as server:
-        echo(f"[2/5] victim {spec} serving on {server.url}")
-        echo(f"[3/5] extracting: budget {settings.budget} queries, strategy {settings.strategy}")
-        size = settings.query_size if settings.task == "style" else settings.query_size // 4
+        step(f"[2/5] victim {spec} serving on {server.url}")
+        step(f"[3/5] extracting: budget {cfg.budget} queries, strategy {cfg.strategy}")
+        size = cfg.query_size if cfg.task == "style" else cfg.query_size // 4
         campaign = run_campaign(
             server.url,
             ATTACKER_KEY,
             photos["attacker"],
-            settings.budget,
+            cfg.budget,
             run_dir / "store",
-            strategy=settings.strategy,
+            strategy=cfg.strategy,
             size=size,
-            seed=settings.seed,
-            progress=progress,
+            seed=cfg.seed,
+            progress=cfg.progress,
         )
         t = lap("extract", t)
         data = training_folder(run_dir / "store", run_dir / "surrogate_data", campaign.victim_id)
-        echo(f"[4/5] training the surrogate on {data.n_pairs} (query, answer) pairs, {settings.iters} iterations")
-        if settings.task == "style":
-            overrides = {
-                "generator": {"num_downs": 5, "ngf": settings.ngf},
-                "discriminator": {"ndf": max(4, settings.ngf // 2), "n_layers": 2},
-            }
-            policy = "random_crop" if settings.train_size < settings.query_size else "error"
-            cfg = make_train_config(
-                "pix2pix",
-                data.folder,
-                overrides,
-                size=settings.train_size,
-                resize_policy=policy,
-                iters=settings.iters,
-                batch_size=settings.batch_size,
-                seed=settings.seed,
-                progress=progress,
-                log_every=50,
-            )
-        else:
-            # residual on the bicubic upscale: the untrained net is bicubic, training learns the rest
-            overrides = {"generator": {"n_blocks": 6, "nf": settings.ngf, "image_skip": True}}
-            cfg = make_train_config(
-                "srresnet",
-                data.folder,
-                overrides,
-                size=settings.train_size,
-                iters=settings.iters,
-                batch_size=settings.batch_size,
-                seed=settings.seed,
-                progress=progress,
-                log_every=50,
-            )
-        result = train(cfg, run_dir / "surrogate")
+        step(f"[4/5] training the surrogate on {data.n_pairs} (query, answer) pairs, {cfg.iters} iterations")
+        result = train(_train_config(cfg, data.folder), run_dir / "surrogate")
         t = lap("train", t)
-        echo("[5/5] evaluating tables A/B/C through the API and writing the report")
-        extra = {
-            "queries": {
-                "spent": campaign.answered_total,
-                "budget": settings.budget,
-                "store": str(run_dir / "store"),
-                "strategy": settings.strategy,
-            }
-        }
-        run_evaluation(
-            victim_url=server.url,
-            api_key=EVALUATOR_KEY,
-            surrogate_path=run_dir / "surrogate",
-            test_dir=photos["test"],
-            gt_dir=gt_dir,
-            run_dir=run_dir,
-            n_boot=settings.n_boot,
-            seed=settings.seed,
-            extra=extra,
-            progress=progress,
+        step("[5/5] evaluating tables A/B/C through the API and writing the report")
+        metrics = run_evaluation(
+            EvaluateConfig(
+                victim_url=server.url,
+                api_key=EVALUATOR_KEY,
+                surrogate=run_dir / "surrogate",
+                test=photos["test"],
+                gt=gt_dir,
+                run_dir=run_dir / "evaluation",
+                store=run_dir / "store",
+                n_boot=cfg.n_boot,
+                seed=cfg.seed,
+                progress=cfg.progress,
+            )
         )
         t = lap("evaluate", t)
-    report = write_report(run_dir)
+    report = write_report(run_dir / "evaluation", out=run_dir / "report.html")
     lap("report", t)
     timings["total"] = round(time.perf_counter() - t0, 2)
     run.update_metrics(
         {
             "timings_s": timings,
-            "train": {"iters": settings.iters, "last_losses": result.last_losses, "seconds": round(result.seconds, 1)},
+            "train": {"iters": cfg.iters, "last_losses": result.last_losses, "seconds": round(result.seconds, 1)},
+            "headline": metrics["headline"],
+            "provenance": metrics["provenance"],
+            "evaluation": "evaluation",
+            "report": "report.html",
         }
     )
     return report

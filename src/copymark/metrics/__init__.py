@@ -10,6 +10,8 @@
 - :mod:`~copymark.metrics.sliced_wasserstein`: sliced Wasserstein distance on Laplacian-pyramid patches
   (:func:`swd`, :class:`SWD`).
 - :mod:`~copymark.metrics.folders`: :func:`compare_folders` / :func:`pair_folders`.
+- :mod:`~copymark.metrics.summary`: the one summary convention (mean, std, n, n_inf, bootstrap
+  95% CI; inf and n = 1 handled one way): :func:`summarize`, :class:`SummaryAccumulator`.
 
 Names are imported lazily so that ``import copymark.metrics.commands`` (done by the CLI at
 start-up) does not import torch.
@@ -25,7 +27,10 @@ _EXPORTS = {
     "ssim": "fidelity",
     "PSNR": "fidelity",
     "SSIM": "fidelity",
-    "Summary": "fidelity",
+    "Summary": "summary",
+    "summarize": "summary",
+    "SummaryAccumulator": "summary",
+    "json_float": "summary",
     "prepare_pair": "fidelity",
     "FeatureMoments": "distribution",
     "FeatureDistances": "distribution",

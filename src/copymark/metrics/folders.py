@@ -4,12 +4,12 @@
 :func:`compare_folders` loads ``batch_size`` pairs at a time, feeds every requested metric's
 accumulator and drops the images, so 1,000 pairs of 256 x 256 never sit in memory at once
 (what is kept: one float per image for PSNR/SSIM, the feature moments and ``N x D`` features
-for FID/KID, sampled patch descriptors for SWD).
+for FID/KID, sampled patch descriptors for SWD). PSNR and SSIM are summarised with the one
+convention of :mod:`copymark.metrics.summary` (mean, std, n, n_inf, bootstrap 95% CI).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,8 @@ from copymark.images import list_images, load_image
 from copymark.metrics.distribution import FeatureDistances, FeatureNet, KIDResult
 from copymark.metrics.fidelity import PSNR, SSIM, Summary
 from copymark.metrics.sliced_wasserstein import SWD, SWDResult
+from copymark.metrics.summary import CONVENTION, DEFAULT_N_BOOT, json_float, summarize
+from copymark.metrics.summary import Summary as ValueSummary
 
 
 @dataclass(frozen=True)
@@ -126,14 +128,20 @@ class FolderMetrics:
     kid: KIDResult | None = None
     swd: SWDResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    n_boot: int = DEFAULT_N_BOOT
+    seed: int = 0
 
-    def rows(self) -> list[tuple[str, float, float | None, int]]:
-        """(metric, mean, std, n) rows for a table."""
-        out: list[tuple[str, float, float | None, int]] = []
-        if self.psnr is not None:
-            out.append(("PSNR (dB)", self.psnr.mean, self.psnr.std, self.psnr.n))
-        if self.ssim is not None:
-            out.append(("SSIM", self.ssim.mean, self.ssim.std, self.ssim.n))
+    def summary(self, s: Summary) -> ValueSummary:
+        """The per-image values of ``s`` summarised by the one convention (mean, std, n, n_inf, CI)."""
+        return summarize(s.values, self.n_boot, self.seed)
+
+    def rows(self) -> list[tuple[str, float | None, float | None, int]]:
+        """(metric, mean, std, n) rows for a table (std None for n = 1 or infinite values)."""
+        out: list[tuple[str, float | None, float | None, int]] = []
+        for label, s in (("PSNR (dB)", self.psnr), ("SSIM", self.ssim)):
+            if s is not None:
+                v = self.summary(s)
+                out.append((label, v.mean, v.std, v.n))
         if self.fid is not None:
             out.append(("FID", self.fid, None, self.n_pairs))
         if self.kid is not None:
@@ -148,12 +156,7 @@ class FolderMetrics:
         m: dict[str, Any] = {}
         for s in (self.psnr, self.ssim):
             if s is not None:
-                m[s.name] = {
-                    "mean": _j(s.mean),
-                    "std": _j(s.std),
-                    "n": s.n,
-                    "per_image": {k: _j(v) for k, v in s.per_image().items()},
-                }
+                m[s.name] = {**self.summary(s).to_dict(), "per_image": {k: _j(v) for k, v in s.per_image().items()}}
         if self.fid is not None:
             m["fid"] = {"value": _j(self.fid), "n_pred": self.n_pairs, "n_ref": self.n_pairs}
         if self.kid is not None:
@@ -182,13 +185,9 @@ class FolderMetrics:
         }
 
 
-def _j(x: float) -> float | str | None:
+def _j(x: float | None) -> float | str | None:
     """JSON-safe float: NaN -> null, +-inf -> "inf"/"-inf" (identical images have PSNR inf)."""
-    if x is None or math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return float(x)
+    return json_float(x)
 
 
 def compare_folders(
@@ -211,6 +210,7 @@ def compare_folders(
     seed: int = 0,
     device: str | torch.device = "cpu",
     on_batch: Callable[[int], None] | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> FolderMetrics:
     """Score predictions against references paired by file stem, ``batch_size`` pairs at a time.
 
@@ -221,7 +221,8 @@ def compare_folders(
     is called with the number of pairs done after each batch (for progress bars).
     ``swd_max_descriptors`` bounds SWD's memory: per pyramid level and set it keeps a uniform
     random sample of at most that many 7x7 descriptors (65,536 = all of 512 images; about
-    38 MB per level and set); ``None`` keeps all, like the reference code.
+    38 MB per level and set); ``None`` keeps all, like the reference code. ``n_boot`` and
+    ``seed`` set the bootstrap of the PSNR/SSIM 95% CIs.
     """
     if (fid or kid) and feature_net is None:
         raise DataError("FID/KID need a feature net (e.g. inception_v3_features(weights_path))")
@@ -257,7 +258,7 @@ def compare_folders(
         "data_range": 1.0,
         "ycbcr": "ITU-R BT.601, MATLAB rgb2ycbcr" if y_channel else None,
         "ssim": "Gaussian window sigma 1.5, 11x11, K1=0.01, K2=0.03, valid region; RGB: mean over channels",
-        "std": "sample std over images (ddof=1)",
+        "summary": CONVENTION,
         "pairing": "by file stem",
     }
     if swd:
@@ -266,7 +267,7 @@ def compare_folders(
             "per-set channel normalisation, 4 x 128 random directions, x1e3; "
             f"at most {swd_max_descriptors} descriptors per level and set"
         )
-    out = FolderMetrics(str(pred_dir), str(ref_dir), len(pairs), protocol)
+    out = FolderMetrics(str(pred_dir), str(ref_dir), len(pairs), protocol, n_boot=n_boot, seed=seed)
     if acc_psnr is not None:
         out.psnr = acc_psnr.compute()
     if acc_ssim is not None:

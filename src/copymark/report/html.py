@@ -1,11 +1,15 @@
 """The HTML report of an extraction run: one self-contained file.
 
-:func:`write_report` reads an extraction run folder (format: ``notes/EXTRACTION_RUN_FORMAT.md``;
-written by ``copymark evaluate`` and ``copymark demo``) and writes ``report.html``: a header
-(task, victim, surrogate, queries spent of the budget, date, copymark version), the A/B/C
-tables of each evaluated set with a one-sentence plain-language reading of table B against
-the trivial baselines, labelled image grids (input | victim | surrogate | ground truth),
-zoomed crops for super-resolution, the learning curve when the run has one, and how the
+:func:`write_report` reads an extraction run folder (written by ``copymark evaluate`` and
+``copymark demo``; the metrics.json format is described in :mod:`copymark.report.tables`) and
+writes ``report.html``: a header with the provenance (task; victim and its id; surrogate and
+the pairs it was trained on; queries spent of the budget, strategy and dates, from the
+extraction's query store; the evaluation's own answers, paid or reused; date, copymark
+version), the A/B/C tables of each evaluated set with plain-language readings of table B
+against the trivial baselines and of tables A and C against the trivial map vs the ground
+truth, notes (e.g. a target-style set too small for set-level metrics), labelled image grids
+(input | victim | surrogate | ground truth), the target-style examples of an unpaired style
+set, zoomed crops for super-resolution, the learning curve when the run has one, and how the
 numbers were computed.
 
 Everything is inline: images are base64 PNG ``data:`` URIs, CSS sits in a ``<style>`` element,
@@ -28,7 +32,8 @@ import copymark
 from copymark.errors import CopymarkError
 from copymark.files import atomic_write_bytes
 from copymark.report import grids, plots
-from copymark.report.tables import TableBlock, reading_sentence, set_rows
+from copymark.report.provenance import describe, with_store
+from copymark.report.tables import TableBlock, reading_sentence, reading_sentence_gt, set_rows
 
 MAKERS = "`copymark evaluate` (or `copymark demo`)"
 TASKS = ("style", "sr")
@@ -111,6 +116,9 @@ class SetSection:
     zooms: list[Figure] = field(default_factory=list)
     bars: Figure | None = None
     note: str | None = None
+    sentence_gt: str | None = None
+    notes: list[str] = field(default_factory=list)
+    style: Figure | None = None
 
 
 def _set_order(name: str) -> tuple[int, str]:
@@ -126,6 +134,8 @@ def _set_section(
         n=sm.get("n"),
         blocks=set_rows(sm) if sm else [],
         sentence=reading_sentence(name, sm) if sm else None,
+        sentence_gt=reading_sentence_gt(name, sm) if sm else None,
+        notes=[str(n) for n in (sm.get("notes") or [])],
     )
     if not sm:
         sec.note = "metrics.json has no tables for this set; only its images are shown."
@@ -142,6 +152,9 @@ def _set_section(
         if sm:
             sec.note = "No images for this set under outputs/."
         return sec
+    style_dir = set_dir / "style"
+    if style_dir.is_dir():
+        sec.style = _style_examples(name, style_dir, max_images)
     columns = grids.present_columns(set_dir)
     labels = [grids.COLUMN_LABELS[c] for c in columns]
     stems = grids.list_stems(set_dir, columns)
@@ -178,6 +191,24 @@ def _set_section(
     return sec
 
 
+def _style_examples(name: str, style_dir: Path, max_images: int) -> Figure | None:
+    """The unpaired target-style set that tables A and C compare with, as one labelled grid."""
+    files = sorted(f for f in style_dir.iterdir() if f.is_file() and f.suffix.lower() == ".png")
+    if not files:
+        return None
+    shown = files[: max(1, max_images)]
+    img = grids.grid_image(
+        [grids.load_image(f) for f in shown], [f.stem for f in shown], ncols=min(4, len(shown)), max_side=256
+    )
+    more = f" (the first {len(shown)} of {len(files)})" if len(files) > len(shown) else ""
+    return Figure(
+        png_data_uri(_png(img)),
+        f"{name} set: the {len(files)} target-style example(s){more} that tables A and C compare the victim's and "
+        "the surrogate's outputs with, as a set (unpaired ground truth).",
+        f"{name} set target-style examples",
+    )
+
+
 def _learning_curve(run_dir: Path) -> Figure | None:
     j = run_dir / "learning_curve.json"
     if j.is_file():
@@ -212,7 +243,6 @@ def _header(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
     scale = m.get("scale")
     victim = m.get("victim") if isinstance(m.get("victim"), dict) else {}
     surrogate = m.get("surrogate") if isinstance(m.get("surrogate"), dict) else {}
-    queries = m.get("queries") if isinstance(m.get("queries"), dict) else {}
     env: dict[str, Any] = {}
     if (run_dir / "env.json").is_file():
         try:
@@ -222,13 +252,7 @@ def _header(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
     date = env.get("time") or time.strftime(
         "%Y-%m-%dT%H:%M:%S", time.localtime((run_dir / "metrics.json").stat().st_mtime)
     )
-    spent, budget = queries.get("spent"), queries.get("budget")
-    if isinstance(spent, (int, float)) and isinstance(budget, (int, float)) and budget:
-        q = f"{spent:g} of {budget:g} ({100 * spent / budget:.0f}% of the budget)"
-    elif isinstance(spent, (int, float)):
-        q = f"{spent:g} (no budget recorded)"
-    else:
-        q = "not recorded"
+    facts = describe(m)
     sur_parts = [str(surrogate[k]) for k in ("kind",) if surrogate.get(k)]
     sur_desc = ", ".join(
         f"{k} {v}"
@@ -241,18 +265,20 @@ def _header(run_dir: Path, m: dict[str, Any]) -> dict[str, Any]:
         "task": "super-resolution" + (f" ×{scale}" if scale else "")
         if task == "sr"
         else "style transfer (image-to-image translation)",
-        "victim_name": victim.get("name") or "not recorded",
+        "victim_name": facts["victim"] or "not recorded",
         "victim_api": _strip_scheme(victim.get("url")),
         "victim_info": info_s or None,
         "surrogate": " ".join(sur_parts) or "not recorded",
         "surrogate_desc": sur_desc or None,
         "surrogate_path": surrogate.get("path"),
-        "queries": q,
+        "training": facts["training"],
+        "queries": facts["queries"],
+        "evaluation": facts["evaluation"],
         "date": date,
         "run_version": env.get("copymark"),
         "git_commit": (env.get("git_commit") or "")[:12] or None,
         "version": copymark.__version__,
-        "run_dir": run_dir.name,
+        "run_dir": "/".join(run_dir.resolve().parts[-2:]),
     }
 
 
@@ -277,10 +303,10 @@ def _environment() -> Any:
     )
 
 
-def render_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES) -> str:
+def render_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES, store: str | Path | None = None) -> str:
     """The report of ``run_dir`` as an HTML string (see :func:`write_report`)."""
     d = Path(run_dir)
-    m = load_metrics(d)
+    m = with_store(load_metrics(d), store)
     if max_images < 0:
         raise CopymarkError(f"--max-images must be >= 0, got {max_images}")
     outputs = _output_sets(d)
@@ -297,14 +323,22 @@ def render_report(run_dir: str | Path, max_images: int = DEFAULT_MAX_IMAGES) -> 
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, max_images: int = DEFAULT_MAX_IMAGES) -> Path:
+def write_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    store: str | Path | None = None,
+) -> Path:
     """Write the self-contained HTML report of an extraction run; returns its path.
 
     ``out`` defaults to ``RUN_DIR/report.html``; ``max_images`` caps the rows of each set's
-    grid (the first images by name). Raises :class:`CopymarkError` when the run folder,
-    metrics.json or outputs/ is missing or malformed, naming the command that makes it.
+    grid (the first images by name). ``store`` (the extraction's query store) supplies the
+    victim's queries, budget, strategy and dates when given; without it they come from
+    metrics.json, or from the store found through the surrogate's training record. Raises
+    :class:`CopymarkError` when the run folder, metrics.json or outputs/ is missing or
+    malformed, naming the command that makes it.
     """
-    html = render_report(run_dir, max_images=max_images)
+    html = render_report(run_dir, max_images=max_images, store=store)
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
     if target.is_dir():
         target = target / "report.html"

@@ -1,14 +1,19 @@
 """The A/B/C tables of an extraction run, as rows (for HTML) and as Markdown.
 
-Input is the ``metrics.json`` of an extraction run folder (see
-``notes/EXTRACTION_RUN_FORMAT.md``): ``sets -> <set> -> tables -> A|B|C -> metrics -> <name>``.
-A per-image metric carries ``mean``, ``std``, ``n`` and ``ci95``; a set-level metric (FID,
-KID, SWD) carries ``value`` (KID also ``mean``/``std``) and ``n``. This module only formats
-numbers; it computes none (``copymark evaluate`` does).
+Input is the ``metrics.json`` of an extraction run folder (written by
+:func:`copymark.extraction.evaluate.metrics_record`): ``sets -> <set> -> tables -> A|B|C ->
+metrics -> <name>`` and ``sets -> <set> -> baselines -> <key> -> <name>``. A per-image metric
+carries the one summary convention of :mod:`copymark.metrics.summary` (``mean``, ``std``,
+``n``, ``n_inf``, ``ci95``; ``"inf"`` for an infinite mean); a set-level metric (FID, KID,
+SWD) carries ``value`` (KID ``mean``/``std``), ``n`` and ``n_ref``, or ``why`` when it could
+not be computed. Baselines ending in ``_vs_victim`` are read against table B, those ending in
+``_vs_gt`` against tables A and C. This module only formats numbers; it computes none
+(``copymark evaluate`` does).
 
 :func:`tables_markdown` is what ``copymark evaluate`` writes to ``tables.md``;
-:func:`set_rows` feeds the HTML report; :func:`reading_sentence` writes the one plain-language
-sentence that compares table B with the trivial baselines.
+:func:`set_rows` feeds the HTML report; :func:`reading_sentence` writes the plain-language
+sentence that compares table B with the trivial baselines, :func:`reading_sentence_gt` the one
+that compares tables A and C with the trivial map against the ground truth.
 """
 
 from __future__ import annotations
@@ -49,7 +54,14 @@ BASELINE_NAMES = {
     "identity_vs_victim": "the identity map",
     "untrained_vs_victim": "an untrained surrogate",
     "bicubic_vs_victim": "bicubic upscaling",
+    "identity_vs_gt": "the identity map",
+    "bicubic_vs_gt": "bicubic upscaling",
 }
+
+
+def is_gt_baseline(key: str) -> bool:
+    """Baselines scored against the ground truth (read with tables A and C, not B)."""
+    return key.endswith("_vs_gt")
 
 
 def metric_label(name: str) -> str:
@@ -86,8 +98,20 @@ def _num(x: Any) -> float | None:
     return None
 
 
+def _infinite(x: Any) -> int:
+    """+1 / -1 for an infinite value (a float or the JSON strings "inf" / "-inf"), else 0."""
+    if isinstance(x, str) and x in ("inf", "-inf", "Infinity", "-Infinity"):
+        return -1 if x.startswith("-") else 1
+    if isinstance(x, float) and math.isinf(x):
+        return 1 if x > 0 else -1
+    return 0
+
+
 def fmt(x: Any, decimals: int) -> str:
-    """A number with fixed decimals; ``—`` for missing or non-finite values."""
+    """A number with fixed decimals; ``∞`` for infinity, ``—`` for missing values."""
+    inf = _infinite(x)
+    if inf:
+        return "∞" if inf > 0 else "-∞"
     v = _num(x)
     return "—" if v is None else f"{v:.{decimals}f}"
 
@@ -102,6 +126,7 @@ class MetricRow:
     n: str
     ci95: str
     set_level: bool
+    note: str = ""  # why a value is missing, or how many values were infinite
 
 
 def _sort_key(name: str) -> tuple[int, str]:
@@ -117,21 +142,27 @@ def format_metric(name: str, entry: Any) -> MetricRow:
     if not isinstance(entry, dict):  # a bare number
         d = _decimals(name, _num(entry))
         return MetricRow(name, label, fmt(entry, d), "—", "—", True)
-    set_level = "value" in entry
+    set_level = "value" in entry or "n_ref" in entry
     mean, std = entry.get("mean"), entry.get("std")
     d = _decimals(name, _num(mean) if _num(mean) is not None else _num(entry.get("value")))
-    if _num(mean) is not None:
+    if _num(mean) is not None or _infinite(mean):
         value = fmt(mean, d) + (f" ± {fmt(std, d)}" if _num(std) is not None else "")
     else:
         value = fmt(entry.get("value"), d)
     n = entry.get("n")
     n_s = str(int(n)) if _num(n) is not None else "—"
+    if _num(entry.get("n_ref")) is not None and n_s != "—":
+        n_s += f" vs {int(entry['n_ref'])}"
     ci = entry.get("ci95")
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(c) is not None for c in ci):
         ci_s = f"[{fmt(ci[0], d)}, {fmt(ci[1], d)}]"
     else:
         ci_s = "—"
-    return MetricRow(name, label, value, n_s, ci_s, set_level)
+    note = str(entry.get("why") or "")
+    n_inf = entry.get("n_inf")
+    if isinstance(n_inf, int) and n_inf > 0:
+        note = f"{n_inf} of {n_s} values infinite (identical images): no std or CI"
+    return MetricRow(name, label, value, n_s, ci_s, set_level, note)
 
 
 @dataclass(frozen=True)
@@ -158,9 +189,14 @@ def set_rows(set_metrics: dict[str, Any]) -> list[TableBlock]:
         metrics = t.get("metrics") or {}
         title = t.get("title") or DEFAULT_TITLES.get(key, key)
         blocks.append(TableBlock(key, str(title), _metric_rows(metrics)))
-    for key, metrics in sorted((set_metrics.get("baselines") or {}).items()):
-        if isinstance(metrics, dict):
-            blocks.append(TableBlock(key, "baseline: " + baseline_name(key), _metric_rows(metrics)))
+    bases = {k: v for k, v in (set_metrics.get("baselines") or {}).items() if isinstance(v, dict)}
+    for key in sorted(bases, key=lambda k: (is_gt_baseline(k), k)):
+        title = (
+            f"baseline: {baseline_name(key)} vs ground truth (read A and C against it)"
+            if is_gt_baseline(key)
+            else f"baseline: {baseline_name(key)} vs victim (read B against it)"
+        )
+        blocks.append(TableBlock(key, title, _metric_rows(bases[key])))
     return blocks
 
 
@@ -195,7 +231,9 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
     """
     tables = set_metrics.get("tables") or {}
     b = (tables.get("B") or {}).get("metrics") or {}
-    baselines = {k: v for k, v in (set_metrics.get("baselines") or {}).items() if isinstance(v, dict)}
+    baselines = {
+        k: v for k, v in (set_metrics.get("baselines") or {}).items() if isinstance(v, dict) and not is_gt_baseline(k)
+    }
     if not b or not baselines:
         return None
     shared = [m for m in HEADLINE_METRICS if m in b and any(m in v for v in baselines.values())]
@@ -264,6 +302,42 @@ def reading_sentence(set_name: str, set_metrics: dict[str, Any]) -> str | None:
     )
 
 
+def reading_sentence_gt(set_name: str, set_metrics: dict[str, Any]) -> str | None:
+    """Tables A and C against the trivial map vs the ground truth (bicubic for SR), on the
+    headline per-image metric: how much of the gain over the trivial map the copy keeps.
+
+    Uses the per-image paired gains ``paired_gain_A`` / ``paired_gain_C`` and their 95% CIs when
+    metrics.json has them. None without such a baseline or a shared per-image metric.
+    """
+    tables = set_metrics.get("tables") or {}
+    bases = {k: v for k, v in (set_metrics.get("baselines") or {}).items() if isinstance(v, dict) and is_gt_baseline(k)}
+    a = (tables.get("A") or {}).get("metrics") or {}
+    c = (tables.get("C") or {}).get("metrics") or {}
+    for key, base in sorted(bases.items()):
+        metric = next(
+            (m for m in HEADLINE_METRICS if m in base and m in a and m in c and _center(base[m]) is not None), None
+        )
+        if metric is None:
+            continue
+        d, unit = _decimals(metric), metric_unit(metric)
+        u = f" {unit}" if unit else ""
+        parts = []
+        for table, entry in (("A", a[metric]), ("C", c[metric])):
+            who = "the victim" if table == "A" else "the surrogate"
+            gain = base[metric].get(f"paired_gain_{table}") if isinstance(base[metric], dict) else None
+            gci = _ci(gain) if isinstance(gain, dict) else None
+            g = _center(gain) if isinstance(gain, dict) else None
+            extra = ""
+            if g is not None:
+                extra = f", {g:+.{d}f}{u}" + (f" [95% CI {gci[0]:+.{d}f}, {gci[1]:+.{d}f}]" if gci else "")
+            parts.append(f"{who} {fmt(_center(entry), d)}{u} (table {table}{extra})")
+        return (
+            f"Against the ground truth of the {set_name} set, {baseline_name(key)} scores {metric_label(metric)} "
+            f"{fmt(_center(base[metric]), d)}{u}; {parts[0]} and {parts[1]}, each difference taken image by image."
+        )
+    return None
+
+
 def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
@@ -282,6 +356,18 @@ def tables_markdown(metrics: dict[str, Any]) -> str:
     if task:
         header += f" ({'super-resolution' if task == 'sr' else task})"
     out.append(header)
+    out.append("")
+    from copymark.report.provenance import describe
+
+    facts = describe(metrics)
+    for label, key in (
+        ("Victim", "victim"),
+        ("Queries spent", "queries"),
+        ("Surrogate trained on", "training"),
+        ("Evaluation answers", "evaluation"),
+    ):
+        if facts.get(key):
+            out.append(f"- {label}: {facts[key]}")
     out.append("")
     sets = metrics.get("sets") or {}
     if not sets:
@@ -306,10 +392,14 @@ def tables_markdown(metrics: dict[str, Any]) -> str:
             if not block.rows:
                 out.append(f"| {_md_escape(name)} | — | — | — | — |")
             for row in block.rows:
-                out.append(f"| {_md_escape(name)} | {_md_escape(row.label)} | {row.value} | {row.n} | {row.ci95} |")
+                value = row.value + (f" ({_md_escape(row.note)})" if row.note else "")
+                out.append(f"| {_md_escape(name)} | {_md_escape(row.label)} | {value} | {row.n} | {row.ci95} |")
         out.append("")
-        sentence = reading_sentence(set_name, sm)
-        if sentence:
-            out.append(sentence)
+        for sentence in (reading_sentence(set_name, sm), reading_sentence_gt(set_name, sm)):
+            if sentence:
+                out.append(sentence)
+                out.append("")
+        for note in sm.get("notes") or []:
+            out.append(f"_Note: {_md_escape(str(note))}._")
             out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -6,7 +6,8 @@ For paired cover and secret batches the report gives
 * ``secret_psnr`` / ``secret_ssim``: secret vs revealed secret (the "watermark PSNR" of the
   study, which needs > 26 dB for a usable watermark),
 
-each as mean, std, n and per-image values, plus *visibility images*: one row per example
+each as mean, std, n, n_inf and the bootstrap 95% CI of the mean (the one convention of
+:mod:`copymark.metrics.summary`) and the per-image values, plus *visibility images*: one row per example
 ``cover | stego | |stego - cover| x 5 | secret | revealed`` (the study's "difference x 5").
 
 By default the stego image is rounded to 8 bits before revealing (``quantize_stego``): a
@@ -23,6 +24,7 @@ import torch
 
 from copymark.images import quantize, save_image
 from copymark.metrics.fidelity import psnr, ssim
+from copymark.metrics.summary import json_float, summarize
 from copymark.stego.codecs import LSBCodec, NeuralCodec, check_pair
 
 VISIBILITY_GAIN = 5.0
@@ -30,15 +32,10 @@ VISIBILITY_COLUMNS = ("cover", "stego", "|stego-cover|x5", "secret", "revealed")
 
 
 def _summary(values: torch.Tensor) -> dict[str, Any]:
-    """mean, std (sample), n and the per-image values (PSNR of identical images is inf)."""
+    """The summary of per-image values (mean, std, n, n_inf, 95% CI) and the values themselves
+    (PSNR of identical images is inf, written "inf")."""
     v = values.double().cpu()
-    finite = bool(torch.isfinite(v).all())
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std(unbiased=True)) if len(v) > 1 and finite else 0.0,
-        "n": int(v.numel()),
-        "values": [float(x) for x in v],
-    }
+    return {**summarize(v).to_dict(), "values": [json_float(float(x)) for x in v]}
 
 
 def run_codec(
