@@ -114,3 +114,14 @@ def test_create_or_reuse_run_reopens_the_same_config_and_refuses_another(tmp_pat
     with pytest.raises(CopymarkError, match=r"differs in: sets\.n, victim"):
         create_or_reuse_run(tmp_path / "r", {**cfg, "victim": "b", "sets": {"test": "t", "n": 4}})
     assert again.metrics() == {"x": 1}
+
+
+def test_environment_never_records_an_api_key(tmp_path, monkeypatch):
+    from copymark.runs import redact_argv
+
+    argv = ["copymark", "evaluate", "--api-key", "sk-secret-1", "--eval-api-key=sk-secret-2", "--test", "t/"]
+    assert redact_argv(argv) == ["copymark", "evaluate", "--api-key", "***", "--eval-api-key=***", "--test", "t/"]
+    monkeypatch.setattr("sys.argv", argv)
+    create_run(tmp_path / "r", {"x": 1})
+    env = (tmp_path / "r" / "env.json").read_text()
+    assert "sk-secret" not in env and "***" in env

@@ -47,6 +47,29 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+SECRET_OPTIONS = ("--api-key", "--eval-api-key", "--passphrase", "--password")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret options (API keys, passphrases) replaced by ``***``,
+    in both the ``--api-key KEY`` and the ``--api-key=KEY`` forms: a run folder is evidence
+    that gets shared, a key is not."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        name, eq, _ = a.partition("=")
+        if name in SECRET_OPTIONS:
+            out.append(f"{name}=***" if eq else a)
+            hide_next = not eq
+        else:
+            out.append(a)
+    return out
+
+
 def environment(device: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """Facts that make a number reproducible."""
     cuda = torch.cuda.is_available()
@@ -62,7 +85,7 @@ def environment(device: str | None = None, seed: int | None = None) -> dict[str,
         "seed": seed,
         "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

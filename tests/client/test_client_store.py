@@ -304,3 +304,35 @@ def test_answer_for_returns_verified_bytes_and_names_a_damaged_file(tmp_path):
     p.unlink()
     with pytest.raises(DataError, match="answer file missing"):
         store.answer_for(sha, "v1")
+
+
+def test_training_folder_first_n_in_campaign_order_with_a_source_record(tmp_path):
+    from copymark.client.pairs import training_folder
+
+    store = QueryStore(tmp_path / "s")
+    shas = []
+    for i in range(5):
+        sha = store.add_input(_png(10 + i), "v1")
+        store.record_answer(sha, "v1", _png(100 + i))
+        shas.append(sha)
+    store.set_campaign("v1", {"scale": 1, "task": "style", "budget": 5})
+    store.close()
+    sd = training_folder(tmp_path / "s", tmp_path / "pairs", first=3)
+    assert sd.n_pairs == 3
+    assert sorted(p.stem for p in (tmp_path / "pairs" / "A").iterdir()) == sorted(shas[:3])  # the first 3 registered
+    src = json.loads((tmp_path / "pairs" / "source.json").read_text())
+    assert (src["n_pairs"], src["store_answers"], src["first"], src["victim_id"]) == (3, 5, 3, "v1")
+    sd = training_folder(tmp_path / "s", tmp_path / "pairs")  # all of them: the layout follows
+    assert sd.n_pairs == 5 and len(list((tmp_path / "pairs" / "B").iterdir())) == 5
+    with pytest.raises(DataError, match="holds 5 answers of victim v1, fewer than --first 6"):
+        training_folder(tmp_path / "s", tmp_path / "pairs2", first=6)
+
+
+def test_campaign_records_are_kept_per_victim(tmp_path):
+    store = QueryStore(tmp_path / "s")
+    store.set_campaign("v1", {"budget": 100, "strategy": "random"})
+    store.set_campaign("v2", {"budget": 7, "strategy": "diverse"})
+    assert store.campaign("v1")["budget"] == 100 and store.campaign("v2")["strategy"] == "diverse"
+    assert store.campaign("v3") == {}
+    store.set_meta("campaign", json.dumps({"budget": 3}))  # a store written before per-victim records
+    assert store.campaign("v3") == {"budget": 3} and store.campaign("v1")["budget"] == 100

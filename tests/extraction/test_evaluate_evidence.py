@@ -136,12 +136,6 @@ def test_two_evaluations_pay_once(tmp_path):
     assert "0 paid by this run, 12 already stored" in html
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the shared 429 pacing of ApiClient (issue 10 item 3, the client helper's branch): today each "
-    "worker retries on its own and gives up after 9 attempts about half the time; evaluate goes through "
-    "query_all/ApiClient, so the fix there is the fix here. Remove this marker when it lands.",
-)
 def test_an_evaluation_survives_a_10_per_s_key_at_the_default_concurrency(tmp_path):
     test = photos(tmp_path / "test", n=12, side=48)
     blur = scripted(Blur(), tmp_path / "blur.pt")

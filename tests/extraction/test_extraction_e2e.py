@@ -566,7 +566,7 @@ def test_extract_refuses_to_upscale_small_photos_unless_asked(tmp_path, photos, 
     with QueryStore(tmp_path / "store") as store:
         assert store.counts()["answered"] == 2
         assert all("@" in str(r["source"]) for r in store.rows())  # the crops say they were upscaled
-        assert json.loads(store.get_meta("campaign"))["allow_upscale"] is True
+        assert store.campaign()["allow_upscale"] is True
 
 
 def test_extract_refuses_a_folder_that_is_not_a_store(tmp_path, photos, capsys):
@@ -593,7 +593,7 @@ def test_run_campaign_takes_a_config(tmp_path, photos):
         srv.stop()
     assert res.answered_total == 4 and res.strategy == "diverse"
     with QueryStore(tmp_path / "s") as store:
-        meta = json.loads(store.get_meta("campaign"))
+        meta = store.campaign()
     assert meta["strategy"] == "diverse" and meta["size"] == 16 and meta["victim_id"] == res.victim_id
     assert KEY not in json.dumps(meta)  # the key is a secret: never recorded
 

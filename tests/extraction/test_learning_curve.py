@@ -105,7 +105,7 @@ def test_learning_curve_end_to_end(tmp_path):
     fresh = {sha256_hex(crop_png(c, 64)) for c in select_order(data, 64, 16, "diverse", 0, n=16)}
     store = QueryStore(tmp_path / "run" / "store-diverse")
     try:
-        (victim_id,) = {json.loads(store.get_meta("campaign"))["victim_id"]}
+        (victim_id,) = {store.campaign()["victim_id"]}
         assert store.answered(victim_id) == fresh
     finally:
         store.close()

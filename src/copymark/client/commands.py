@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
             from copymark.client.store import QueryStore
 
             with QueryStore(store) as s:
-                meta = json.loads(s.get_meta("campaign") or "{}")
+                meta = s.campaign()
             if victim_url:
                 meta["victim_url"] = victim_url
             hint = repair_hint(store, meta, rep.damaged)

@@ -17,7 +17,6 @@ The store is never modified.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from copymark.client.store import Damage, QueryStore
 from copymark.errors import DataError
+from copymark.files import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,21 @@ def damage_error(store_dir: Path, damaged: list[Damage], meta: dict[str, Any], w
     )
 
 
-def training_folder(store_dir: str | Path, out_dir: str | Path, victim_id: str | None = None) -> StoreData:
-    """Lay the store's answered pairs out for training in ``out_dir``; see the module docstring."""
+SOURCE_FILE = "source.json"
+
+
+def training_folder(
+    store_dir: str | Path, out_dir: str | Path, victim_id: str | None = None, first: int | None = None
+) -> StoreData:
+    """Lay the store's answered pairs out for training in ``out_dir``; see the module docstring.
+
+    ``first``: only the first N answers in campaign order (the order the campaign registered its
+    queries, so the first N of a larger campaign are what a campaign of budget N would have
+    bought). ``out_dir/source.json`` records the store, the victim and the number of pairs laid
+    out, so every training record can say what it was trained on.
+    """
+    if first is not None and first < 1:
+        raise DataError(f"--first must be at least 1, got {first}")
     store_dir, out = Path(store_dir), Path(out_dir)
     if not (store_dir / "index.sqlite").is_file():
         raise DataError(
@@ -103,11 +116,19 @@ def training_folder(store_dir: str | Path, out_dir: str | Path, victim_id: str |
                 )
             victim_id = victims[0]
         pairs, damaged = store.verify_pairs(victim_id)
-        meta = json.loads(store.get_meta("campaign") or "{}")
+        meta = store.campaign(victim_id)
     if damaged:
         raise damage_error(store_dir, damaged, meta, "refusing to train on it")
     if not pairs:
         raise DataError(f"{store_dir}: no answered queries for victim {victim_id}", hint="run `copymark extract` first")
+    available = len(pairs)
+    if first is not None:
+        if first > available:
+            raise DataError(
+                f"{store_dir} holds {available} answers of victim {victim_id}, fewer than --first {first}",
+                hint=f"use --first {available} or less, or extract more answers",
+            )
+        pairs = pairs[:first]
     scale = int(meta.get("scale") or 1)
     task = str(meta.get("task") or ("sr" if scale > 1 else "style"))
     a_name, b_name = (f"LR_x{scale}", "HR") if scale > 1 else ("A", "B")
@@ -121,4 +142,7 @@ def training_folder(store_dir: str | Path, out_dir: str | Path, victim_id: str |
         stem = inp.stem
         _link(inp, out / a_name / f"{stem}.png")
         _link(ans, out / b_name / f"{stem}.png")
+    source = {"store": str(store_dir.resolve()), "victim_id": victim_id, "n_pairs": len(pairs), "store_answers": available,
+              "first": first, "task": task, "scale": scale}  # fmt: skip
+    atomic_write_json(out / SOURCE_FILE, source)
     return StoreData(out, task, scale, len(pairs), victim_id)

@@ -27,10 +27,12 @@ the order the inputs were registered) and checks them with :meth:`QueryStore.ver
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from copymark.errors import DataError
 from copymark.files import atomic_write_bytes
@@ -216,6 +218,32 @@ class QueryStore:
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
+
+    def set_campaign(self, victim_id: str, record: dict[str, Any]) -> None:
+        """Record the campaign against ``victim_id`` (one record per victim: a second victim's
+        campaign in the same store never overwrites the first's budget and strategy)."""
+        self.set_meta(f"campaign:{victim_id}", json.dumps({**record, "victim_id": victim_id}, sort_keys=True))
+
+    def campaign(self, victim_id: str | None = None) -> dict[str, Any]:
+        """The recorded campaign against ``victim_id`` ({} when none); ``victim_id`` may be
+        omitted when the store holds one victim. Stores written before per-victim records keep
+        one ``campaign`` record, used when it names this victim."""
+        if victim_id is None:
+            vs = self.victims()
+            if len(vs) != 1:
+                return {}
+            victim_id = vs[0]
+        for key in (f"campaign:{victim_id}", "campaign"):
+            text = self.get_meta(key)
+            if not text:
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("victim_id") in (None, victim_id):
+                return rec
+        return {}
 
     # -- reads ------------------------------------------------------------------------------
 

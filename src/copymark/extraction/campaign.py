@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -457,12 +456,7 @@ async def _campaign(config: CampaignConfig, api_key: str, files: list[Path], pro
             items, exhausted = _plan_items(config, done, requeued)
             if store is None:
                 store = QueryStore(config.store_dir)
-            store.set_meta(
-                "campaign",
-                json.dumps(
-                    {**config.recorded(), "victim_id": victim_id, "task": info.get("task"), "scale": info.get("scale")}
-                ),
-            )
+            store.set_campaign(victim_id, {**config.recorded(), "task": info.get("task"), "scale": info.get("scale")})
             client.local_budget = max(0, config.budget - len(done))
             report = await _query(client, store, victim_id, items, config.strategy, progress)
         counts = store.counts(victim_id)

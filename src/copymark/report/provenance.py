@@ -67,13 +67,7 @@ def store_provenance(store_dir: str | Path, victim_id: str | None = None) -> dic
             )
         counts = store.counts(victim_id)
         rows = [r for r in store.rows(victim_id) if r["status"] == "answered"]
-        meta_text = store.get_meta("campaign")
-    try:
-        meta = json.loads(meta_text) if meta_text else {}
-    except json.JSONDecodeError:
-        meta = {}
-    if meta.get("victim_id") not in (None, victim_id):
-        meta = {}  # the last campaign in this store was against another victim: its budget is not this one's
+        meta = store.campaign(victim_id)  # this victim's campaign only: another's budget is not this one's
     times = [float(r["updated"]) for r in rows]
     return {
         "store": str(p),

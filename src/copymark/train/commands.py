@@ -57,6 +57,9 @@ def train_command(
     victim_id: str | None = typer.Option(
         None, "--victim-id", help="with --from-store: whose answers (needed when the store holds several victims)"
     ),
+    first: int | None = typer.Option(
+        None, "--first", help="with --from-store: train on the first N answers in campaign order (a smaller budget)"
+    ),
     run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
     size: int = typer.Option(256, "--size", help="training image side (SR: HR crop side)"),
     batch_size: int = typer.Option(1, "--batch-size", help="batch per process"),
@@ -117,6 +120,8 @@ def train_command(
     else:
         from copymark.runs import check_new_run_dir
 
+        if first is not None and from_store is None:
+            raise ConfigError("--first takes the first N answers of a query store; it needs --from-store")
         if data is not None and from_store is not None:
             raise ConfigError("give either --data or --from-store, not both")
         if data is None and from_store is None:
@@ -142,7 +147,7 @@ def train_command(
         made = next((q for q in (run_dir, run_dir / STORE_PAIRS) if not q.exists()), None)
         try:
             if from_store is not None:
-                data = _store_pairs(kind, from_store, run_dir, victim_id, console)
+                data = _store_pairs(kind, from_store, run_dir, victim_id, console, first)
             cfg = api.make_train_config(
                 kind.value,
                 data,  # type: ignore[arg-type]
@@ -185,12 +190,15 @@ def train_command(
 STORE_PAIRS = "store_pairs"
 
 
-def _store_pairs(kind: Kind, store: Path, run_dir: Path, victim_id: str | None, console: Any) -> Path:
-    """Lay a query store's pairs out in RUN_DIR/store_pairs (the training folder of ``--from-store``)."""
+def _store_pairs(
+    kind: Kind, store: Path, run_dir: Path, victim_id: str | None, console: Any, first: int | None = None
+) -> Path:
+    """Lay a query store's pairs out in RUN_DIR/store_pairs (the training folder of ``--from-store``;
+    its source.json records the store and the number of pairs trained on)."""
     from copymark.client.pairs import training_folder
     from copymark.errors import ConfigError
 
-    sd = training_folder(store, run_dir / STORE_PAIRS, victim_id)
+    sd = training_folder(store, run_dir / STORE_PAIRS, victim_id, first)
     if (sd.scale > 1) != (kind != Kind.pix2pix):
         raise ConfigError(
             f"the store holds answers of a {f'x{sd.scale} super-resolution' if sd.scale > 1 else 'style'} victim; "
