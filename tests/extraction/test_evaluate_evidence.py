@@ -300,25 +300,29 @@ def test_the_store_is_found_from_the_training_record_and_checked_against_the_vic
 
 
 @pytest.mark.parametrize(
-    "reason, hint",
+    "error, hint",
     [
-        (
-            "POST /v1/translate: the server says this key's query budget is spent (HTTP 402 ...)",
-            "larger evaluator budget",
-        ),
-        (
-            "POST /v1/translate: the server refused the API key (HTTP 403 invalid_key: unknown API key)",
-            "check --api-key",
-        ),
-        ("POST /v1/translate: gave up after 9 attempts (last: HTTP 429 rate_limited: ...)", "lower --concurrency"),
-        ("POST /v1/translate: gave up after 9 attempts (last: ConnectError: refused)", "running and reachable"),
+        ("budget", "larger evaluator budget"),
+        ("key", "check --api-key"),
+        ("rate", "--max-rate-wait"),
+        ("unreachable", "running and reachable"),
     ],
 )
-def test_a_stopped_evaluation_gets_the_hint_of_its_cause(tmp_path, reason, hint):
+def test_a_stopped_evaluation_gets_the_hint_of_its_cause(tmp_path, error, hint):
+    """The evaluation forwards the client's own error, whose hint names the cause (the client's
+    tests check those hints against real servers), and adds what is kept and how to resume."""
+    from copymark.client.http import AuthError, BudgetExhausted, RateLimited, Unreachable
+    from copymark.client.queries import QueryReport
     from copymark.extraction.evaluate import _stop_error
 
-    err = _stop_error(reason, 3, 10, tmp_path / "answers")
-    assert err.message.startswith("evaluation stopped with 3 of 10 victim answers") and hint in (err.hint or "")
-    assert "not paid again" in (err.hint or "")
-    others = {"larger evaluator budget", "check --api-key", "lower --concurrency", "running and reachable"} - {hint}
-    assert not any(o in (err.hint or "") for o in others)
+    err = {
+        "budget": BudgetExhausted("the server says this key's query budget is spent (HTTP 402)", hint="ask for more"),
+        "key": AuthError("the server refused the API key (HTTP 403)", hint="check --api-key"),
+        "rate": RateLimited("gave up on the rate limit", hint="raise --max-rate-wait or ask for a higher rate"),
+        "unreachable": Unreachable("gave up after 9 attempts", hint="is the server running and reachable at URL?"),
+    }[error]
+    e = _stop_error(QueryReport(stop_reason=err.message, stop_error=err), 3, 10, tmp_path / "answers")
+    assert e.message.startswith("evaluation stopped with 3 of 10 victim answers") and hint in (e.hint or "")
+    assert "not paid again" in (e.hint or "")
+    others = {"larger evaluator budget", "check --api-key", "--max-rate-wait", "running and reachable"} - {hint}
+    assert not any(o in (e.hint or "") for o in others)

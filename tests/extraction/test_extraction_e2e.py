@@ -85,7 +85,7 @@ def _victim_runs_per_input(d: Path) -> Counter:
     return Counter(e["input_sha256"] for e in _log(d) if e["status"] == 200 and "replay_of" not in e)
 
 
-def test_campaign_end_to_end_both_strategies(tmp_path, photos):
+def test_campaign_end_to_end_both_strategies(tmp_path, photos, capsys):
     victim = load_model("classical:stylize?sigma_s=20&sigma_r=0.3")
     srv = _server(tmp_path, victim)
     try:
@@ -135,10 +135,12 @@ def test_campaign_end_to_end_both_strategies(tmp_path, photos):
                 "32",
                 "--seed",
                 "1",
-                "--quiet",
             ]
         )
         assert rc == 0
+        # stderr is not a terminal here: plain progress lines, as a redirected log shows them
+        err = capsys.readouterr().err
+        assert "extract random" in err and "3/3 (100%)" in err and "\x1b[" not in err
         after = parse_prometheus_text(httpx.get(f"{srv.url}/metrics").text)["copymark_answers_total"]
         assert after - before == 3
         # crops both strategies picked were answered by the victim once (the second time: a free replay)

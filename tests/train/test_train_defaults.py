@@ -49,8 +49,9 @@ def test_the_readme_pix2pix_from_store_at_128_px_trains(tmp_path, photos, capsys
     run = tmp_path / "runs" / "surrogate"
     net = '{"generator": {"ngf": 4}, "discriminator": {"ndf": 4, "n_layers": 2}}'
     assert main(["train", "pix2pix", "--from-store", str(tmp_path / "store"), "--run-dir", str(run), "--size", "128",
-                 "--iters", "1", "--batch-size", "2", "--net-config", net, "--no-progress"]) == 0  # fmt: skip
+                 "--iters", "1", "--batch-size", "2", "--net-config", net]) == 0  # fmt: skip
     assert json.loads((run / "config.json").read_text())["procedure"]["generator"]["num_downs"] == 7
+    assert "train pix2pix 1/1 (100%)" in capsys.readouterr().err  # plain progress lines when not a terminal
 
 
 def _nested(keys):

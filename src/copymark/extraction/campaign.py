@@ -529,22 +529,8 @@ async def _query(
 ) -> QueryReport:
     if not (progress and items):
         return await query_all(client, store, victim_id, items)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from copymark.progress import Progress
 
-    with Progress(
-        TextColumn("[bold]extract[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as bar:
-        tid = bar.add_task(f"{strategy} (victim {victim_id[:8]})", total=len(items))
-        return await query_all(client, store, victim_id, items, on_progress=lambda _k: bar.advance(tid))
+    # a bar on a terminal, plain periodic lines when output is redirected (a log shows progress)
+    with Progress(f"extract {strategy} (victim {victim_id[:8]})", len(items)) as bar:
+        return await query_all(client, store, victim_id, items, on_progress=lambda _k: bar.advance())

@@ -67,6 +67,8 @@ import torch
 from pydantic import Field, SecretStr, model_validator
 
 from copymark import images as I
+from copymark.client.http import BudgetExhausted
+from copymark.client.queries import QueryReport
 from copymark.config import StrictModel
 from copymark.errors import ConfigError, CopymarkError, DataError
 
@@ -372,18 +374,20 @@ class AnswerReport:
         return dict(self.__dict__)
 
 
-def _stop_error(reason: str, received: int, total: int, store: Path) -> CopymarkError:
-    """The error for an evaluation that stopped fetching answers, with a hint that fits the cause."""
+def _stop_error(report: QueryReport, received: int, total: int, store: Path) -> CopymarkError:
+    """The error for an evaluation that stopped fetching answers: the client's own error (its
+    hint says what the cause asks for: budget, key, rate limit, failing or unreachable server),
+    with what is kept and how to resume added."""
+    reason = report.stop_reason or "stopped"
     msg = f"evaluation stopped with {received} of {total} victim answers: {reason}"
-    kept = f"the {received} answers received are kept in {store} and are not paid again"
-    low = reason.lower()
-    if "budget" in low:
-        return CopymarkError(msg, hint=f"{kept}; ask the owner for a larger evaluator budget, then rerun")
-    if "api key" in low or "401" in low or "403" in low:
-        return CopymarkError(msg, hint=f"check --api-key; {kept}")
-    if "429" in low or "rate limit" in low or "rate_limited" in low:
-        return CopymarkError(msg, hint=f"{kept}; rerun the same command (or lower --concurrency) to resume")
-    return CopymarkError(msg, hint=f"{kept}; is the server running and reachable? Rerun the same command to resume")
+    kept = (
+        f"the {received} answers received are kept in {store} and are not paid again; rerun the same command to resume"
+    )
+    err = report.stop_error
+    if isinstance(err, BudgetExhausted):
+        return CopymarkError(msg, hint=f"ask the owner for a larger evaluator budget; {kept}")
+    hint = err.hint if err is not None and err.hint else None
+    return CopymarkError(msg, hint=f"{hint}; {kept}" if hint else kept)
 
 
 @dataclass(frozen=True)
@@ -430,7 +434,7 @@ async def _fetch_answers(
     from copymark.client.http import ApiClient, RetryPolicy
     from copymark.client.queries import query_all
     from copymark.client.store import QueryStore
-    from copymark.report.progress import Progress
+    from copymark.progress import Progress
 
     by_sha: dict[str, tuple[Path, str]] = {}
     for (set_name, stem), (p, sha) in inputs.items.items():
@@ -466,7 +470,7 @@ async def _fetch_answers(
                     rep.replayed += report.replayed
                     if report.stop_reason:
                         got = len(store.answered(victim_id) & set(by_sha))
-                        raise _stop_error(report.stop_reason, got, len(by_sha), answers_dir)
+                        raise _stop_error(report, got, len(by_sha), answers_dir)
                     if report.failed:
                         raise DataError(
                             f"the victim refused {report.failed} test input(s): " + "; ".join(report.failures[:3]),
@@ -535,7 +539,7 @@ class Scorer:
     def score(self, s: EvalSet, inputs: Inputs, out_root: Path) -> dict[str, Any]:
         """Tables A/B/C and the baselines of one set; writes its images under ``out_root/<set>/``."""
         from copymark.client.store import QueryStore
-        from copymark.report.progress import Progress
+        from copymark.progress import Progress
 
         d = out_root / s.name
         for sub in ("input", "victim", "surrogate"):

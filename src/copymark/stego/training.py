@@ -144,12 +144,9 @@ class CodecRuns(RunKind[StegoRunConfig, dict[str, Any]]):
             out["quality"] = quality_report(codec, from_uint8(c_hold[:k]), from_uint8(s_hold[:k]), out_dir=run.path)
             q = out["quality"]
             run.log(
-                "held-out quality (%d pairs): stego PSNR %.2f dB SSIM %.4f, revealed secret PSNR %.2f dB SSIM %.4f",
+                "held-out quality (%d pairs): stego PSNR %s dB SSIM %s, revealed secret PSNR %s dB SSIM %s",
                 k,
-                q["stego_psnr"]["mean"],
-                q["stego_ssim"]["mean"],
-                q["secret_psnr"]["mean"],
-                q["secret_ssim"]["mean"],
+                *(_fmt(q[key]["mean"]) for key in ("stego_psnr", "stego_ssim", "secret_psnr", "secret_ssim")),
             )
         run.update_metrics(out)
         return out
@@ -316,3 +313,8 @@ def resume_detector(
 ) -> dict[str, Any]:
     """Continue a steganalyzer run from its latest checkpoint and finish it (``lr``: as :func:`resume_codec`)."""
     return resume_run(DETECTOR_RUNS, run_dir, device=device, progress=progress, iters=iters, lr=lr)
+
+
+def _fmt(v: object) -> str:
+    """A summary's mean for the log: 4 significant digits, or as it is ("inf", None)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -617,28 +617,12 @@ def train_loop(
     checkpoint: Path | None = ck.latest_checkpoint(run.path) if (run is not None and resume) else None
     t0 = time.perf_counter()
     done_images = 0
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from copymark.progress import Progress
 
-    progress = Progress(
-        TextColumn(f"[bold]{proc.kind}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        disable=not (cfg.progress and d.main),
-        transient=False,
-    )
+    # a bar on a terminal, plain periodic lines when output is redirected (the run's log.txt has every logged loss)
+    progress = Progress(f"train {proc.kind}", cfg.iters, enabled=cfg.progress and d.main, start=start)
     try:
         with progress:
-            task = progress.add_task("train", total=cfg.iters, completed=start, losses="")
             for it in range(start + 1, cfg.iters + 1):
                 ctx.iteration = it
                 batch = to_device(next(data), device, channels_last)
@@ -663,7 +647,7 @@ def train_loop(
                         lr = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in proc.optimizers.items()}
                         _append_losses(writer.path / LOSSES_FILE, {"iteration": it, **last, **lr})
                         writer.log("iter %d %s", it, " ".join(f"{k}={v:.4g}" for k, v in last.items()))
-                    progress.update(task, losses=" ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:4]))
+                    progress.note = " ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:4])
                 if writer is not None and sample_batch is not None and sample_now:
                     _write_samples(writer, proc, sample_batch, it)
                 if save_now:
@@ -672,7 +656,7 @@ def train_loop(
                         writer.log("checkpoint %s", checkpoint.name)
                     if d.world > 1:
                         dist.barrier()
-                progress.advance(task)
+                progress.advance()
     finally:
         data.close()  # type: ignore[attr-defined]
     seconds = time.perf_counter() - t0

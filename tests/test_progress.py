@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from copymark.report.progress import Progress
+from copymark.progress import Progress
 
 
 class Clock:

@@ -13,9 +13,8 @@ It writes to stderr by default, so stdout keeps a command's results (tables, JSO
 Whether the stream is a terminal decides the form, so ``copymark evaluate ... > out.txt``
 still shows a bar, and ``... > out.txt 2>&1`` plain lines.
 
-This module depends on nothing of copymark; it lives in ``report/`` for now (its users are
-extraction commands, which sit above it) and can move down beside :mod:`copymark.files`
-unchanged when commands of lower layers (``train``, ``client``) use it.
+This module depends on nothing of copymark, so every layer's long work can use it
+(extraction campaigns, evaluation, training).
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ class Progress:
         every_s: float = 10.0,
         log: Callable[[str], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        start: int = 0,
     ) -> None:
         self.what, self.total = what, total
         self.enabled = enabled
@@ -61,7 +61,7 @@ class Progress:
         self.every_s = every_s
         self.log = log
         self.clock = clock
-        self.done = 0
+        self.done = self.start = start  # ``start``: items done before (a resumed run); the rate counts only new ones
         self.note = ""
         self._bar: Any = None
         self._task: Any = None
@@ -83,8 +83,9 @@ class Progress:
         if self.total:
             pct = 100.0 * self.done / self.total
             text = f"{self.what} {self.done}/{self.total} ({pct:.0f}%), {_duration(elapsed)}"
-            if 0 < self.done < self.total:
-                text += f", about {_duration(elapsed * (self.total - self.done) / self.done)} left"
+            new = self.done - self.start
+            if new > 0 and self.done < self.total:
+                text += f", about {_duration(elapsed * (self.total - self.done) / new)} left"
         else:
             text = f"{self.what} {self.done}, {_duration(elapsed)}"
         return text + (f" ({self.note})" if self.note else "")
@@ -114,7 +115,7 @@ class Progress:
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.what, total=self.total)
+            self._task = self._bar.add_task(self.what, total=self.total, completed=self.done)
         self._emit(self.line(), to_stream=True)
         return self
 
