@@ -168,9 +168,10 @@ def test_batches_give_per_image_values_and_accumulators_stream():
     acc_s.update(P[1:], R[1:])
     sp, ss = acc_p.compute(), acc_s.compute()
     assert sp.n == 3 and ss.n == 3
-    assert sp.mean == pytest.approx(float(batch_p.mean()), abs=1e-12)
-    assert sp.std == pytest.approx(float(np.std(batch_p.numpy(), ddof=1)), abs=1e-12)
-    assert ss.mean == pytest.approx(float(batch_s.mean()), abs=1e-12)
+    assert sp.values == pytest.approx(batch_p.tolist(), abs=1e-12)  # streamed = one batch, image by image
+    assert ss.values == pytest.approx(batch_s.tolist(), abs=1e-12)
+    assert sp.summary().mean == pytest.approx(float(batch_p.mean()), abs=1e-12)
+    assert sp.summary().std == pytest.approx(float(np.std(batch_p.numpy(), ddof=1)), abs=1e-12)
     assert list(sp.per_image()) == ["a", "b", "c"]
 
 

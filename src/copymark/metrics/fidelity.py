@@ -34,13 +34,12 @@ use_sample_covariance=False, data_range=...)``; the tests check it to 1e-4 on Se
 scikit-image's sample photographs. All arithmetic is float64.
 
 :class:`PSNR` and :class:`SSIM` are thin accumulators: ``update`` with batches, ``compute``
-returns a :class:`Summary` (mean, std, n, per-image values) at the end. They keep only one
+returns the :class:`PerImageValues` at the end (summarised by :mod:`copymark.metrics.summary`). They keep only one
 float per image, never the images.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 
 from copymark.errors import ImageError
 from copymark.images import _YCBCR_MATRIX, _YCBCR_OFFSET
+from copymark.metrics.summary import DEFAULT_N_BOOT, Summary, summarize
 
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 11
@@ -219,31 +219,25 @@ def ssim(
 
 
 @dataclass
-class Summary:
-    """Mean, sample standard deviation (ddof = 1; NaN for n = 1) and count of per-image values."""
+class PerImageValues:
+    """The per-image values of one metric (and the images' keys); :meth:`summary` gives mean,
+    std, n and CI by the project's one convention (:mod:`copymark.metrics.summary`)."""
 
     name: str
-    mean: float
-    std: float
-    n: int
     values: list[float] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
 
     def per_image(self) -> dict[str, float]:
         """Values by image key (file stem) when keys were given, else by index."""
         keys = self.keys if len(self.keys) == len(self.values) else [str(i) for i in range(len(self.values))]
         return dict(zip(keys, self.values))
 
-
-def summarize(name: str, values: list[float], keys: list[str] | None = None) -> Summary:
-    """Mean / std (ddof 1) / n of a list of per-image values (inf-aware: any inf makes mean inf)."""
-    n = len(values)
-    if n == 0:
-        return Summary(name, math.nan, math.nan, 0, [], [])
-    t = torch.tensor(values, dtype=torch.float64)
-    mean = float(t.mean())
-    std = float(t.std(unbiased=True)) if n > 1 else math.nan
-    return Summary(name, mean, std, n, list(values), list(keys or []))
+    def summary(self, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Summary:
+        return summarize(self.values, n_boot, seed)
 
 
 class _PerImageMetric:
@@ -277,12 +271,12 @@ class _PerImageMetric:
             self.keys.extend(keys)
         return v
 
-    def compute(self) -> Summary:
-        return summarize(self.name, self.values, self.keys)
+    def compute(self) -> PerImageValues:
+        return PerImageValues(self.name, list(self.values), list(self.keys))
 
 
 class PSNR(_PerImageMetric):
-    """Streaming :func:`psnr`: per-image values over batches -> mean, std, n."""
+    """Streaming :func:`psnr`: per-image values over batches (``compute().summary()``: mean, std, n, CI)."""
 
     name = "psnr"
 
@@ -291,7 +285,7 @@ class PSNR(_PerImageMetric):
 
 
 class SSIM(_PerImageMetric):
-    """Streaming :func:`ssim`: per-image values over batches -> mean, std, n."""
+    """Streaming :func:`ssim`: per-image values over batches (``compute().summary()``: mean, std, n, CI)."""
 
     name = "ssim"
 

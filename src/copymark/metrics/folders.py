@@ -20,10 +20,9 @@ import torch
 from copymark.errors import DataError, ImageError
 from copymark.images import list_images, load_image
 from copymark.metrics.distribution import FeatureDistances, FeatureNet, KIDResult
-from copymark.metrics.fidelity import PSNR, SSIM, Summary
+from copymark.metrics.fidelity import PSNR, SSIM, PerImageValues
 from copymark.metrics.sliced_wasserstein import SWD, SWDResult
-from copymark.metrics.summary import CONVENTION, DEFAULT_N_BOOT, json_float, summarize
-from copymark.metrics.summary import Summary as ValueSummary
+from copymark.metrics.summary import CONVENTION, DEFAULT_N_BOOT, Summary, json_float
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,8 @@ class FolderMetrics:
     ref_dir: str
     n_pairs: int
     protocol: dict[str, Any]
-    psnr: Summary | None = None
-    ssim: Summary | None = None
+    psnr: PerImageValues | None = None
+    ssim: PerImageValues | None = None
     fid: float | None = None
     kid: KIDResult | None = None
     swd: SWDResult | None = None
@@ -131,9 +130,9 @@ class FolderMetrics:
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
 
-    def summary(self, s: Summary) -> ValueSummary:
+    def summary(self, s: PerImageValues) -> Summary:
         """The per-image values of ``s`` summarised by the one convention (mean, std, n, n_inf, CI)."""
-        return summarize(s.values, self.n_boot, self.seed)
+        return s.summary(self.n_boot, self.seed)
 
     def rows(self) -> list[tuple[str, float | None, float | None, int]]:
         """(metric, mean, std, n) rows for a table (std None for n = 1 or infinite values)."""
