@@ -299,3 +299,36 @@ def test_downscale_and_upscale_shapes_and_errors():
         im.downscale_bicubic(x, 0)
     with pytest.raises(ImageError, match="unknown method"):
         im.resize_bicubic(x, scale=0.5, method="lanczos")  # type: ignore[arg-type]
+
+
+def test_every_decoder_failure_is_an_image_error_naming_the_file(tmp_path):
+    """Mutated TIFFs make Pillow raise TypeError/struct.error/ZeroDivisionError and the like:
+    each is a corrupt image, never a raw exception (seeded mutations of a real TIFF)."""
+    import io
+    import random
+
+    from PIL import Image as PILImage
+
+    from copymark.errors import ImageError
+    from copymark.images import decode_image_bytes, load_image
+
+    buf = io.BytesIO()
+    PILImage.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)).save(buf, format="TIFF")
+    good = buf.getvalue()
+    rng = random.Random(0)
+    kinds = set()
+    for i in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(8, 200)] = rng.randrange(256)  # the header and IFD, where tags live
+        try:
+            decode_image_bytes(bytes(data), name=f"mutant-{i}.tif")
+        except ImageError as err:
+            assert f"mutant-{i}.tif" in err.message
+            kinds.add(err.message.split(":")[1].strip()[:20])
+    assert len(kinds) >= 2  # several kinds of failure were met, each an ImageError
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    try:
+        load_image(tmp_path / "bad.tif")
+    except ImageError as err:
+        assert "bad.tif" in err.message

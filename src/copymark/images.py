@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -64,42 +64,60 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def _decode(source: Any, name: str, max_pixels: int | None, as_array: bool = True) -> Any:
+    """Open, check and fully decode one image (EXIF orientation applied); as an ``H x W x 3``
+    float32 RGB array, or (``as_array=False``) as the decoded PIL image in its own mode.
+
+    Decoders of untrusted files fail in many ways (mutated TIFFs raise TypeError, struct.error,
+    ZeroDivisionError, ...): every failure is an :class:`ImageError` naming the file, never a
+    raw exception.
+    """
+    try:
+        img = Image.open(source)
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise ImageError(
+                f"{name}: image has {img.width}x{img.height} = {img.width * img.height} pixels, "
+                f"more than the limit of {max_pixels}"
+            )
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _pil_to_rgb_array(img) if as_array else img
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not a decodable image (supported: PNG, JPEG, WebP, BMP, TIFF)",
+            hint="is the file corrupt or of another type?",
+        ) from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{name}: refused as a decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: corrupt or truncated image ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any other decoder failure is a corrupt file too
+        raise ImageError(f"{name}: corrupt image (the decoder failed: {type(err).__name__}: {err})") from None
+
+
 def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Open and fully decode an image file as PIL, with EXIF orientation applied.
 
     ``max_pixels`` refuses images whose header declares more pixels, before decoding them.
     """
+    return _decode_file(path, max_pixels, as_array=False)
+
+
+def _decode_file(path: str | Path, max_pixels: int | None, as_array: bool = True) -> Any:
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image not found: {p}")
     if p.is_dir():
         raise ImageError(f"expected an image file, got a directory: {p}")
-    try:
-        img = Image.open(p)
-        if max_pixels is not None and img.width * img.height > max_pixels:
-            raise ImageError(
-                f"{p}: image has {img.width}x{img.height} = {img.width * img.height} pixels, "
-                f"more than the limit of {max_pixels}"
-            )
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(
-            f"{p}: not a decodable image (supported: PNG, JPEG, WebP, BMP, TIFF)",
-            hint="is the file corrupt or of another type?",
-        ) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{p}: corrupt or truncated image ({err})") from None
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{p}: refused as a decompression bomb ({err})") from None
-    return img
+    with open(p, "rb") as f:
+        return _decode(f, str(p), max_pixels, as_array)
 
 
 def load_image(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
     """Load one image file as a ``3 x H x W`` float32 RGB tensor in ``[0, 1]``."""
-    arr = _pil_to_rgb_array(open_image(path, max_pixels=max_pixels))
+    arr = _decode_file(path, max_pixels)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
@@ -107,21 +125,7 @@ def decode_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int | No
     """Decode image bytes (e.g. an HTTP upload) like :func:`load_image`."""
     import io
 
-    try:
-        img = Image.open(io.BytesIO(data))
-        if max_pixels is not None and img.width * img.height > max_pixels:
-            raise ImageError(f"{name}: image has {img.width}x{img.height} pixels, more than the limit of {max_pixels}")
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a decodable image (supported: PNG, JPEG, WebP, BMP, TIFF)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{name}: corrupt or truncated image ({err})") from None
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{name}: refused as a decompression bomb ({err})") from None
-    arr = _pil_to_rgb_array(img)
+    arr = _decode(io.BytesIO(data), name, max_pixels)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
