@@ -256,7 +256,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(o: Options) -> dict[str, Any]:
     """The whole pipeline (see the module docstring); returns the result dict."""
     from copymark import images as I
-    from copymark.extraction.campaign import run_campaign
+    from copymark.extraction.campaign import CampaignConfig, run_campaign
     from copymark.extraction.evaluate import EvaluateConfig, run_evaluation
     from copymark.nets.victims import load_srgan_x4
     from copymark.serving.app import create_app
@@ -323,15 +323,17 @@ def run(o: Options) -> dict[str, Any]:
         lap("serve_start")
         # 4. extraction
         campaign = run_campaign(
-            server.url,
+            CampaignConfig(
+                victim_url=server.url,
+                data_dir=o.attacker_data,
+                budget=o.queries,
+                store_dir=out / "store",
+                strategy=o.strategy,
+                size=o.size,
+                seed=o.seed,
+                concurrency=o.concurrency,
+            ),
             ATTACKER_KEY,
-            o.attacker_data,
-            o.queries,
-            out / "store",
-            strategy=o.strategy,
-            size=o.size,
-            seed=o.seed,
-            concurrency=o.concurrency,
             progress=o.progress,
         )
         lap("extract")

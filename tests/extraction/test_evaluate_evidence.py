@@ -102,9 +102,13 @@ def test_two_victims_each_get_their_own_table_b_and_never_share_a_run_folder(tmp
 
 
 def _campaign(url: str, data: Path, store: Path, budget: int = 6) -> None:
-    from copymark.extraction.campaign import run_campaign
+    from copymark.extraction.campaign import CampaignConfig, run_campaign
 
-    res = run_campaign(url, ATTACKER, data, budget, store, size=32, seed=0, progress=False)
+    res = run_campaign(
+        CampaignConfig(victim_url=url, data_dir=data, budget=budget, store_dir=store, size=32, seed=0),
+        ATTACKER,
+        progress=False,
+    )
     assert res.answered_total == budget
 
 

@@ -25,7 +25,7 @@ from copymark.cli import main as cli_main
 from copymark.client.http import RetryPolicy
 from copymark.client.store import QueryStore
 from copymark.errors import DataError
-from copymark.extraction.campaign import kcenter_order, run_campaign, select_order
+from copymark.extraction.campaign import CampaignConfig, kcenter_order, run_campaign, select_order
 from copymark.images import decode_image_bytes, quantize
 from copymark.serving.app import create_app
 from copymark.serving.metrics import parse_prometheus_text
@@ -92,15 +92,17 @@ def test_campaign_end_to_end_both_strategies(tmp_path, photos, capsys):
         results = {}
         for strategy in ("random", "diverse"):
             res = run_campaign(
-                srv.url,
+                CampaignConfig(
+                    victim_url=srv.url,
+                    data_dir=photos,
+                    budget=10,
+                    store_dir=tmp_path / strategy,
+                    strategy=strategy,
+                    size=32,
+                    seed=1,
+                    concurrency=3,
+                ),
                 KEY,
-                photos,
-                budget=10,
-                store_dir=tmp_path / strategy,
-                strategy=strategy,
-                size=32,
-                seed=1,
-                concurrency=3,
                 progress=False,
             )
             assert res.answered_total == 10 and res.report.stop_reason is None
@@ -181,15 +183,17 @@ def test_slow_victim_client_timeout_then_retry_succeeds(tmp_path, photos):
     try:
         pol = RetryPolicy(max_retries=8, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=0.5)
         res = run_campaign(
-            srv.url,
+            CampaignConfig(
+                victim_url=srv.url,
+                data_dir=photos,
+                budget=2,
+                store_dir=tmp_path / "s",
+                size=24,
+                seed=0,
+                concurrency=1,
+                retry=pol,
+            ),
             KEY,
-            photos,
-            budget=2,
-            store_dir=tmp_path / "s",
-            size=24,
-            seed=0,
-            concurrency=1,
-            retry=pol,
             progress=False,
         )
         assert res.answered_total == 2 and res.report.stop_reason is None
@@ -213,15 +217,17 @@ def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
 
     def campaign():
         out["res"] = run_campaign(
-            srv.url,
+            CampaignConfig(
+                victim_url=srv.url,
+                data_dir=photos,
+                budget=30,
+                store_dir=tmp_path / "s",
+                size=24,
+                seed=2,
+                concurrency=2,
+                retry=pol,
+            ),
             KEY,
-            photos,
-            budget=30,
-            store_dir=tmp_path / "s",
-            size=24,
-            seed=2,
-            concurrency=2,
-            retry=pol,
             progress=False,
         )
 
@@ -252,15 +258,17 @@ def test_server_restart_mid_campaign_loses_nothing(tmp_path, photos):
     srv2 = _server(tmp_path, victim, max_batch=1, port=port)  # same port, same keys and usage db
     try:
         res = run_campaign(
-            srv2.url,
+            CampaignConfig(
+                victim_url=srv2.url,
+                data_dir=photos,
+                budget=30,
+                store_dir=tmp_path / "s",
+                size=24,
+                seed=2,
+                concurrency=2,
+                retry=pol,
+            ),
             KEY,
-            photos,
-            budget=30,
-            store_dir=tmp_path / "s",
-            size=24,
-            seed=2,
-            concurrency=2,
-            retry=pol,
             progress=False,
         )
         assert res.answered_total == 30 and res.report.stop_reason is None
@@ -357,7 +365,11 @@ def test_sr_campaign_answers_are_upscaled(tmp_path, photos):
     srv = _server(tmp_path, victim)
     try:
         res = run_campaign(
-            srv.url, KEY, photos, budget=3, store_dir=tmp_path / "sr", size=16, seed=0, concurrency=2, progress=False
+            CampaignConfig(
+                victim_url=srv.url, data_dir=photos, budget=3, store_dir=tmp_path / "sr", size=16, seed=0, concurrency=2
+            ),
+            KEY,
+            progress=False,
         )
     finally:
         srv.stop()
@@ -522,7 +534,8 @@ def test_campaign_config_is_strict_and_the_old_call_is_checked_too(tmp_path, pho
             {"victim_url": "http://x", "data_dir": photos, "budget": 5, "store_dir": "s", "plan_budget": 2},
         )
     with pytest.raises(ConfigError, match="unknown key 'concurency'"):
-        run_campaign("http://127.0.0.1:9", KEY, photos, 1, tmp_path / "s", concurency=3)
+        parse_config(CampaignConfig, {"victim_url": "http://127.0.0.1:9", "data_dir": photos, "budget": 1,
+                                      "store_dir": tmp_path / "s", "concurency": 3})  # fmt: skip
     assert not (tmp_path / "s").exists()
 
 
@@ -590,7 +603,7 @@ def test_run_campaign_takes_a_config(tmp_path, photos):
         )
         res = run_campaign(cfg, KEY, progress=False)
         with pytest.raises(TypeError):
-            run_campaign(cfg, KEY, 4)
+            run_campaign(cfg, KEY, 4)  # the old positional form is gone
     finally:
         srv.stop()
     assert res.answered_total == 4 and res.strategy == "diverse"

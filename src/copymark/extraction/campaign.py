@@ -39,7 +39,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -48,7 +48,7 @@ from pydantic import Field, field_validator, model_validator
 from copymark.client.http import ApiClient, RetryPolicy
 from copymark.client.queries import QueryReport, query_all
 from copymark.client.store import QueryStore, sha256_hex
-from copymark.config import StrictModel, parse_config
+from copymark.config import StrictModel
 from copymark.errors import ConfigError, DataError
 
 Strategy = Literal["random", "diverse"]
@@ -365,19 +365,7 @@ class CampaignResult:
         return asdict(replace(self, report=replace(self.report, stop_error=None)))
 
 
-def _legacy_config(victim_url: str, args: tuple[Any, ...], named: dict[str, Any]) -> CampaignConfig:
-    positional = ("data_dir", "budget", "store_dir")
-    if len(args) > len(positional):
-        raise TypeError(f"run_campaign takes at most {2 + len(positional)} positional arguments")
-    data = {"victim_url": victim_url, **dict(zip(positional, args)), **named}
-    if data.get("retry") is None:
-        data.pop("retry", None)
-    return parse_config(CampaignConfig, data, where="run_campaign")
-
-
-def run_campaign(
-    config: CampaignConfig | str, api_key: str, *args: Any, progress: bool = True, **legacy: Any
-) -> CampaignResult:
+def run_campaign(config: CampaignConfig, api_key: str, *, progress: bool = True) -> CampaignResult:
     """Run the campaign ``config`` with ``api_key``; see the module docstring.
 
     Everything is checked (:func:`check_campaign`, then the server's ``/v1/info``) before the
@@ -385,15 +373,7 @@ def run_campaign(
     are rewritten from the photos when the row's crop can be re-made (same bytes, same hash),
     answered rows with a damaged answer are queried again (a free replay while the server keeps
     the reply); anything left damaged is listed in ``result.repair.unrepaired``.
-
-    Transitional form, for callers not yet moved to the config:
-    ``run_campaign(victim_url, api_key, data_dir, budget, store_dir, strategy=..., size=..., ...)``;
-    its arguments are validated as a :class:`CampaignConfig` (an unknown name is a ConfigError).
     """
-    if isinstance(config, str):
-        config = _legacy_config(config, args, legacy)
-    elif args or legacy:
-        raise TypeError("run_campaign(config, api_key, progress=...) takes no other arguments with a CampaignConfig")
     files = check_campaign(config)
     return asyncio.run(_campaign(config, api_key, files, progress))
 

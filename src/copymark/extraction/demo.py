@@ -156,7 +156,7 @@ def _check(cfg: DemoConfig) -> None:
 def run_demo(cfg: DemoConfig, echo: Any = print) -> Path:
     """Run the demo into a new run folder under ``cfg.runs_root``; return the report's path."""
     from copymark.client.pairs import training_folder
-    from copymark.extraction.campaign import run_campaign
+    from copymark.extraction.campaign import CampaignConfig, run_campaign
     from copymark.extraction.evaluate import EvaluateConfig, run_evaluation
     from copymark.report.html import write_report
     from copymark.runs import create_run, new_run_dir
@@ -210,14 +210,16 @@ def run_demo(cfg: DemoConfig, echo: Any = print) -> Path:
         step(f"[3/5] extracting: budget {cfg.budget} queries, strategy {cfg.strategy}")
         size = cfg.query_size if cfg.task == "style" else cfg.query_size // 4
         campaign = run_campaign(
-            server.url,
+            CampaignConfig(
+                victim_url=server.url,
+                data_dir=photos["attacker"],
+                budget=cfg.budget,
+                store_dir=run_dir / "store",
+                strategy=cfg.strategy,
+                size=size,
+                seed=cfg.seed,
+            ),
             ATTACKER_KEY,
-            photos["attacker"],
-            cfg.budget,
-            run_dir / "store",
-            strategy=cfg.strategy,
-            size=size,
-            seed=cfg.seed,
             progress=cfg.progress,
         )
         t = lap("extract", t)

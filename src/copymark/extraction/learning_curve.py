@@ -145,7 +145,7 @@ def _check(cfg: LearningCurveConfig, task: str, scale: int) -> None:
 def run_learning_curve(cfg: LearningCurveConfig, echo: Any = print) -> dict[str, Any]:
     """Measure table B at each (strategy, budget fraction); write learning_curve.json/.png."""
     from copymark.client.pairs import training_folder
-    from copymark.extraction.campaign import list_photos, run_campaign
+    from copymark.extraction.campaign import CampaignConfig, list_photos, run_campaign
     from copymark.extraction.evaluate import Inputs, Scorer, VictimAccess, check_sizes, make_set, victim_info
     from copymark.extraction.evaluate import fetch_answers as fetch
     from copymark.report.plots import learning_curve_png
@@ -188,17 +188,19 @@ def run_learning_curve(cfg: LearningCurveConfig, echo: Any = print) -> dict[str,
             echo(f"learning curve: point {len(points) + 1}/{n_points}: {strategy}, {m} queries")
             run.log("point %d/%d: %s, %d queries", len(points) + 1, n_points, strategy, m)
             campaign = run_campaign(
-                attacker.url,
+                CampaignConfig(
+                    victim_url=attacker.url,
+                    data_dir=cfg.data,
+                    budget=m,
+                    store_dir=store,
+                    strategy=strategy,
+                    size=cfg.size if task == "style" else cfg.size // scale,
+                    seed=cfg.seed,
+                    concurrency=cfg.concurrency,
+                    plan_budget=max(budgets),
+                ),
                 attacker.api_key,
-                cfg.data,
-                m,
-                store,
-                strategy=strategy,
-                size=cfg.size if task == "style" else cfg.size // scale,
-                seed=cfg.seed,
-                concurrency=cfg.concurrency,
                 progress=cfg.progress,
-                plan_budget=max(budgets),
             )  # each point a prefix of the full campaign
             if campaign.victim_id != victim_id:
                 raise ConfigError(f"the victim at {cfg.victim_url} changed during the learning curve")
