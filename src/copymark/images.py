@@ -398,6 +398,17 @@ def downscale_bicubic(x: torch.Tensor, factor: int = 4, method: ResizeMethod = "
 
 
 def upscale_bicubic(x: torch.Tensor, factor: int = 4, method: ResizeMethod = "matlab") -> torch.Tensor:
-    """Bicubic upscaling by an integer ``factor`` (the classic SR baseline), clamped to [0, 1]."""
+    """Bicubic upscaling by an integer ``factor`` (the classic SR baseline), clamped to [0, 1].
+
+    ``method="matlab"`` is :func:`copymark.resample.upscale_bicubic`, the same computation as the
+    SRResNet's ``image_skip``, so a "bicubic" baseline row and the net's skip are one bicubic.
+    """
+    if method == "matlab":
+        _check_rgb(x, "upscale_bicubic")
+        if factor < 1:
+            raise ImageError(f"upscale_bicubic: factor must be >= 1, got {factor}")
+        from copymark.resample import upscale_bicubic as _upscale
+
+        return _upscale(x.float(), factor).clamp(0, 1)
     h, w = x.shape[-2:]
     return resize_bicubic(x, size=(h * factor, w * factor), method=method).clamp(0, 1)

@@ -12,7 +12,8 @@ I/O: LR images in ``[0, 1]``, converted to ``[-1, 1]`` inside ``forward``; the o
 targets to ``[-1, 1]``; tanh is how the common PyTorch ports, e.g. leftthomas/SRGAN, bound it).
 
 ``image_skip=True`` (not in the paper; off by default) makes the net predict a residual on top
-of the bicubic upscale of its input, as VDSR and BasicSR's MSRResNet do: the last conv starts
+of the bicubic upscale of its input, as VDSR and BasicSR's MSRResNet do (MATLAB-style bicubic,
+:mod:`copymark.resample`, the same as the SR baselines of the evaluation): the last conv starts
 at zero, so the untrained net *is* bicubic upscaling, and training only has to learn what the
 target adds to it (sharpening, detail). Output clamped to ``[0, 1]`` in eval mode. Small nets
 trained briefly (the demo, tests) reach a given PSNR far sooner this way.
@@ -30,9 +31,9 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from copymark.nets import to_signed, to_unit
+from copymark.resample import phase_weights, upscale_with
 
 
 class SRResidualBlock(nn.Module):
@@ -88,6 +89,8 @@ class SRResNet(nn.Module):
         self.upsample = nn.Sequential(*[UpsampleBlock(nf) for _ in range(int(math.log2(scale)))])
         self.tail = nn.Conv2d(nf, in_channels, 9, padding=4)
         self.image_skip = image_skip
+        # the bicubic of the skip: MATLAB-style phase weights, not part of the state dict (derived from scale)
+        self.register_buffer("bicubic_weights", phase_weights(scale), persistent=False)
         if image_skip:
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
@@ -99,7 +102,7 @@ class SRResNet(nn.Module):
         out = self.tail(self.upsample(feat))
         if not self.image_skip:
             return to_unit(torch.tanh(out))
-        out = out + F.interpolate(x, scale_factor=float(self.scale), mode="bicubic", align_corners=False)
+        out = out + upscale_with(x, self.bicubic_weights)
         return out if self.training else out.clamp(0.0, 1.0)
 
 
