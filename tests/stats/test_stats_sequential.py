@@ -48,7 +48,7 @@ def test_missed_claims_stay_below_beta():
 def test_a_protected_model_is_claimed_within_a_few_triggers_at_one_in_a_million():
     t = SequentialBinomial(p0=0.05, p1=0.4, alpha=1e-6, beta=1e-3)
     n_needed = math.ceil(math.log(1e6) / math.log(0.4 / 0.05))  # all successes: 7 triggers
-    for i in range(1, 20):
+    for _ in range(1, 20):
         if t.update(True):
             break
     assert t.decision == "owned" and t.decided_at == n_needed == 7
