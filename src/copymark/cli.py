@@ -22,13 +22,14 @@ from copymark.errors import CopymarkError
 COMMAND_MODULES: tuple[str, ...] = (
     "copymark.metrics.commands",  # metrics
     "copymark.train.commands",  # train, translate, nets show
+    "copymark.train.classifier_commands",  # classifier train, classifier eval
     "copymark.serving.commands",  # serve
     "copymark.extraction.commands",  # extract
     "copymark.extraction.attack_commands",  # evaluate, learning-curve, demo
     "copymark.report.commands",  # report
     "copymark.study.commands",  # study ...
     "copymark.stego.commands",  # stego ...
-    "copymark.watermark.commands",  # kit ...
+    "copymark.watermark.commands",  # protect, kit ...
 )
 
 app = typer.Typer(
