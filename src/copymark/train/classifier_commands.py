@@ -14,7 +14,7 @@ classifier_app = typer.Typer(
 
 TRAIN_HELP = """Train an image classifier on class folders (the host model that `copymark protect` watermarks).
 
---data DIR holds DIR/<class>/<images> (split train : val : test = 8 : 1 : 1 by a hash of each file's path, reproducible and recorded in RUN/split.json), or DIR/train/<class>/ + DIR/test/<class>/ (e.g. CIFAR-10's layout: test = DIR/test, and DIR/train is split train : val = 8 : 1). Class indices follow the sorted folder names.
+--data DIR holds DIR/CLASS/IMAGES (split train : val : test = 8 : 1 : 1 by a hash of each file's path, reproducible and recorded in RUN/split.json), or DIR/train/CLASS/ + DIR/test/CLASS/ (e.g. CIFAR-10's layout: test = DIR/test, and DIR/train is split train : val = 8 : 1). Class labels follow the sorted folder names.
 
 Nets: resnet18 (torchvision's ResNet-18; the stem follows --size: 3x3 conv below 64 px, 3x3 conv + max-pool from 64 px, torchvision's 7x7 + max-pool from 128 px) or small_cnn. Recipe: SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine decay; random crop (4 px padding) and flips. Every key: `copymark nets show classifier`; the ACSAC19 reference's step decay: --net-config '{"optim": {"schedule": "step"}}'.
 
