@@ -155,6 +155,27 @@ def test_end_to_end_methods_protect_a_trained_host(method, config, world, host, 
         assert m["secret_psnr"]["n"] == 8
 
 
+def test_two_phase_with_a_given_host_and_the_lsb_codec(world, host, tmp_path):
+    """--host and --codec lsb: no phase but the fine-tuning runs; the kit records a codec without weights."""
+    run = tmp_path / "lsb"
+    args = _args(world, "two-phase", run, "--host", str(host), "--codec", "lsb", "--triggers", "8",
+                 "--trigger-batch", "8", "--iters", "10", "--batch-size", "8")  # fmt: skip
+    assert main(args) == 0
+    assert not (run / "host").exists() and not (run / "codec-run").exists() and not (run / "codec").exists()
+    kit = load_kit(run / "kit", trusted_public_key=world["pub"])
+    assert (
+        kit.manifest.codec.kind == "lsb"
+        and kit.codec_dir is None
+        and kit.manifest.codec.config == {"kind": "lsb", "bits": 4}
+    )
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["trigger_psnr"]["mean"] > 28  # 4 low bits: at most 15/255 per value
+    assert m["secret_psnr"]["mean"] > 20  # the top 4 bits of the secret come back exactly
+    assert m["unprotected_agreement"] == 0.0 and m["host_from"] == str(host)
+    embed = json.loads((run / "embed" / "config.json").read_text())
+    assert embed["init_from"] == str(host / "model") and embed["loop"]["iters"] == 10
+
+
 def _two_classes(world, tmp_path):
     d = tmp_path / "two"
     for c in CLASSES[:2]:

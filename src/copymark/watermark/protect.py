@@ -1,7 +1,9 @@
 """``copymark protect``: watermark a classifier and write the ownership kit (the owner's side).
 
 :func:`protect` runs the phases of one protection in a run folder, each phase a run of its own
-on the shared loop (checkpoints, exact resume, AMP, DDP-ready), then evaluates and signs::
+on the shared loop (checkpoints, exact resume, AMP, ``--device cuda``), then evaluates and
+signs. The procedures are DDP-ready like every procedure of the loop, but the pipeline itself
+(evaluation, kit) runs as one process, so ``protect`` refuses to start under ``torchrun``::
 
     RUN/
       config.json        the resolved ProtectConfig (everything below follows from it)
