@@ -22,6 +22,7 @@ from copymark.errors import CopymarkError
 COMMAND_MODULES: tuple[str, ...] = (
     "copymark.metrics.commands",  # metrics
     "copymark.train.commands",  # train, translate, nets show
+    "copymark.train.classifier_commands",  # classifier train, classifier eval
     "copymark.serving.commands",  # serve
     "copymark.client.commands",  # store check
     "copymark.extraction.commands",  # extract
@@ -29,7 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copymark.report.commands",  # report
     "copymark.study.commands",  # study ...
     "copymark.stego.commands",  # stego ...
-    "copymark.watermark.commands",  # kit ...
+    "copymark.watermark.commands",  # protect, kit ...
 )
 
 app = typer.Typer(

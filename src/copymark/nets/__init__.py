@@ -1,7 +1,8 @@
 """copymark.nets: pure ``nn.Module`` architectures, one file per family (no training, no I/O).
 
 Image convention for every net here (see DESIGN.md): inputs and outputs are float32
-``N x 3 x H x W`` RGB tensors in ``[0, 1]``. Nets that were designed for ``[-1, 1]`` (all the
+``N x 3 x H x W`` RGB tensors in ``[0, 1]`` (classifiers, steganalyzers and discriminators
+return logits instead). Nets that were designed for ``[-1, 1]`` (all the
 GANs here) convert inside ``forward`` with :func:`to_signed`, and generators end with ``tanh``
 mapped back to ``[0, 1]`` with :func:`to_unit`. Callers never convert.
 
@@ -13,8 +14,10 @@ running statistics).
 
 Families: :mod:`.unet` (pix2pix UNet-256), :mod:`.patchgan` (70x70 PatchGAN),
 :mod:`.resnet_gen` (CycleGAN ResNet-9), :mod:`.ugatit` (UGATIT generator + CAM discriminators),
-:mod:`.srresnet` (SRResNet + SRGAN discriminator), :mod:`.victims` (modules compatible with
-third-party pretrained weights). :mod:`.build` holds the configs, ``build_net``, ``save_net``
+:mod:`.srresnet` (SRResNet + SRGAN discriminator), :mod:`.stego` (En2D, GglNet codecs),
+:mod:`.steganalysis` (XuNet, YeNet, SRNet), :mod:`.classifiers` (host classifiers: ResNet-18
+with a stem per input size, a small CNN; they normalise inside ``forward``), :mod:`.victims`
+(modules compatible with third-party pretrained weights). :mod:`.build` holds the configs, ``build_net``, ``save_net``
 and ``load_net``.
 """
 

@@ -7,7 +7,7 @@ copymark checkpoint folder (``model.safetensors`` + ``config.json`` whose ``conf
 ``config.model_dump()``), so a checkpoint always knows how to rebuild its own net. They are
 the one save/load path of every net kind: translation nets, the stego codecs
 (:func:`copymark.stego.codecs.save_codec` / ``load_codec`` are thin wrappers), steganalyzers
-(``save_steganalyzer`` / ``load_steganalyzer``), victims and training checkpoints' nets;
+(``save_steganalyzer`` / ``load_steganalyzer``), host classifiers (:mod:`copymark.nets.classifiers`), victims and training checkpoints' nets;
 :func:`copymark.checkpoints.load_checkpoint` refuses unknown config.json keys and NaN/inf weights.
 
 Every net takes and returns images in ``[0, 1]`` (discriminators return logits); see
@@ -33,6 +33,7 @@ from torch import nn
 from copymark.checkpoints import load_checkpoint, load_strict, save_checkpoint
 from copymark.config import StrictModel, format_validation_error
 from copymark.errors import ConfigError, WeightsError
+from copymark.nets.classifiers import ResNet18Config, SmallCNNConfig
 from copymark.nets.steganalysis import SRNetConfig, XuNetConfig, YeNetConfig  # configs live beside their nets
 from copymark.nets.stego import En2DConfig, GglNetConfig
 
@@ -180,7 +181,9 @@ NetConfig = Annotated[
     | GglNetConfig
     | XuNetConfig
     | YeNetConfig
-    | SRNetConfig,
+    | SRNetConfig
+    | ResNet18Config
+    | SmallCNNConfig,
     Field(discriminator="kind"),
 ]
 NET_KINDS: tuple[str, ...] = (
@@ -199,6 +202,8 @@ NET_KINDS: tuple[str, ...] = (
     "xunet",
     "yenet",
     "srnet",
+    "resnet18",
+    "small_cnn",
 )
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(NetConfig)
 
@@ -276,6 +281,10 @@ def build_net(config: NetConfig) -> nn.Module:
             from copymark.nets.steganalysis import build_steganalyzer
 
             return build_steganalyzer(config)
+        case ResNet18Config() | SmallCNNConfig():
+            from copymark.nets.classifiers import build_classifier
+
+            return build_classifier(config)
         case _:
             raise ConfigError(f"not a net config: {type(config).__name__}", hint=f"kinds: {', '.join(NET_KINDS)}")
 
@@ -371,6 +380,10 @@ def _net_class(config: NetConfig) -> type[nn.Module]:
             from copymark.nets.steganalysis import YeNet as cls
         case SRNetConfig():
             from copymark.nets.steganalysis import SRNet as cls
+        case ResNet18Config():
+            from copymark.nets.classifiers import ResNet18 as cls
+        case SmallCNNConfig():
+            from copymark.nets.classifiers import SmallCNN as cls
         case _:
             raise ConfigError(f"not a net config: {type(config).__name__}")
     return cls

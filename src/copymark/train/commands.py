@@ -240,7 +240,8 @@ nets_app = typer.Typer(
 @nets_app.command("show")
 def nets_show_command(
     kind: str | None = typer.Argument(
-        None, help="a procedure (pix2pix, cyclegan, ugatit, srresnet, srgan) or net kind (en2d, xunet, unet, ...)"
+        None,
+        help="a procedure (pix2pix, cyclegan, ugatit, srresnet, srgan; classifier) or net kind (en2d, xunet, resnet18, ...)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print the keys as JSON"),
 ) -> None:
@@ -252,10 +253,10 @@ def nets_show_command(
     """
     import json
 
-    from copymark.train.describe import all_kinds, render, show
+    from copymark.train.describe import CLASSIFIER, all_kinds, render, show
 
     if kind is None:
-        for k in all_kinds():
+        for k in all_kinds() + [CLASSIFIER]:
             s = show(k)
             typer.echo(f"{k:<17} {s.what}")
         return

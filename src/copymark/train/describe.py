@@ -1,4 +1,5 @@
-"""What ``--net-config`` takes, for every procedure and net kind: ``copymark nets show KIND``.
+"""What ``--net-config`` takes, for every procedure and net kind: ``copymark nets show KIND``
+(the translation procedures, ``classifier`` for ``copymark classifier train``, and every net kind).
 
 Each key (nested models flattened as ``generator.ngf``) with its type, its default and its
 description, read from the pydantic configs themselves, so the listing cannot drift from what
@@ -45,7 +46,7 @@ def _type_name(annotation: Any, metadata: list[Any]) -> str:
     if origin is typing.Annotated:
         return _type_name(args[0], list(args[1:]) + metadata)
     if origin is tuple:
-        return "[" + ", ".join(_type_name(a, []) for a in args) + "]"
+        return "[" + ", ".join("..." if a is Ellipsis else _type_name(a, []) for a in args) + "]"
     name = "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
     bounds = []
     for m in metadata:  # annotated_types bounds (Field(ge=..., ...)) carry the bound as an attribute
@@ -97,10 +98,62 @@ def _procedure(kind: str) -> Shown:
     return Shown(kind, f"copymark train {kind} --net-config JSON", what, keys, notes)
 
 
+CLASSIFIER = "classifier"
+"""The classifier procedure of ``copymark classifier train`` (a procedure kind beside the translation ones)."""
+
+_DATA_KEYS = ("num_classes", "class_names")
+
+
+def _classifier_key(k: Key, prefix: str = "") -> Key:
+    """Classifier net keys the data sets: shown with their config defaults, and saying so."""
+    key = k.key.removeprefix(prefix)
+    if key in _DATA_KEYS:
+        return Key(k.key, k.type, k.default, "set from the data: its class folders (sorted names = labels)")
+    if key == "input_size":
+        return Key(k.key, k.type, "(--size)", "follows --size (the image side)")
+    if key == "stem":
+        return Key(k.key, k.type, "(--size)", "follows --size: < 64 px cifar, < 128 tiny, else imagenet")
+    return k
+
+
+def _classifier() -> Shown:
+    from copymark.train.classifier import ClassifierTrainConfig
+
+    keys = [
+        _classifier_key(k, "net.")
+        for k in config_keys(ClassifierTrainConfig())
+        if k.key != "kind" and not k.key.endswith(".kind")
+    ]
+    return Shown(
+        CLASSIFIER,
+        "copymark classifier train --net resnet18|small_cnn --net-config JSON",
+        "image classifier: cross-entropy, SGD with momentum, cosine or step decay, crop + flip augmentation",
+        keys,
+        [
+            "net.* keys shown are resnet18's; small_cnn has net.widths instead of net.stem (`copymark nets show small_cnn`)",
+            'the ACSAC19 reference recipe: --batch-size 100 --net-config \'{"optim": {"schedule": "step", "milestones": [0.4, 0.8]}, '
+            '"net": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}\'',
+        ],
+    )
+
+
 def _architecture(kind: str) -> Shown:
     from copymark.nets.build import parse_net_config
 
     keys = [k for k in config_keys(parse_net_config({"kind": kind})) if k.key != "kind"]
+    if kind in ("resnet18", "small_cnn"):
+        keys = [_classifier_key(k) for k in keys]
+        what = {
+            "resnet18": "host classifier: torchvision's ResNet-18 with a stem for the input size",
+            "small_cnn": "host classifier: a small CNN for tests",
+        }[kind]
+        return Shown(
+            kind,
+            f"copymark classifier train --net {kind} --net-config '{{\"net\": {{...}}}}'",
+            what,
+            keys,
+            ["inputs in [0, 1]; (x - mean) / std is applied inside the net"],
+        )
     if kind in ("en2d", "gglnet"):
         from copymark.train.stego import STUDY_DEFAULTS
 
@@ -146,11 +199,13 @@ def show(kind: str) -> Shown:
 
     if kind in PROCEDURE_KINDS:
         return _procedure(kind)
+    if kind == CLASSIFIER:  # not in all_kinds(), which lists `copymark train` procedures and net kinds
+        return _classifier()
     if kind in NET_KINDS:
         return _architecture(kind)
     raise ConfigError(
         f"unknown kind {kind!r}",
-        hint=f"procedures: {', '.join(PROCEDURE_KINDS)}; nets: {', '.join(k for k in NET_KINDS if k not in PROCEDURE_KINDS)}",
+        hint=f"procedures: {', '.join(PROCEDURE_KINDS)}, {CLASSIFIER}; nets: {', '.join(k for k in NET_KINDS if k not in PROCEDURE_KINDS)}",
     )
 
 

@@ -1,5 +1,7 @@
-"""``copymark kit ...``: the owner's signing key and the ownership kit.
+"""``copymark protect`` and ``copymark kit ...``: watermark a classifier; the owner's key and kit.
 
+* ``protect``     watermark a classifier (ACSAC19, E2E-Extraction, Two-Phase) and write the
+  protected model and the signed ownership kit (:mod:`copymark.watermark.protect`)
 * ``kit keygen``  a new Ed25519 key pair (the private key signs kits; publish the public key)
 * ``kit check``   check a kit (every hash, the signature, optionally the trusted key or
   commitment) and print its commitment
@@ -7,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +58,115 @@ def check_cmd(
     typer.echo(k.commitment)
 
 
+PROTECT_HELP = """Watermark an image classifier with blind-watermark triggers and write the ownership kit.
+
+Methods: acsac19 (hiding net + steganalyzer discriminator + host trained end to end, Li et al. 2019), e2e-extraction (hiding net + secret extractor + host end to end; the secret can be recovered from a trigger), two-phase (train the host, train a codec, make the triggers, fine-tune the host on main data plus triggers).
+
+--data DIR holds class folders (DIR/CLASS/ split 8:1:1, or DIR/train/ + DIR/test/, as `copymark classifier train`); covers are drawn from the train split by --seed; --secrets DIR holds the secret images (apart from the data; resized to the image size). Verification labels are never the cover's class nor an unprotected model's answer. --key is the owner's private key (`copymark kit keygen`).
+
+Phases (each resumable, in RUN/): host/ (the unprotected host, unless --host RUN_OR_CKPT), codec-run/ (two-phase, unless --codec CKPT|lsb), embed/ (the embedding run). Then RUN/model (the protected classifier), RUN/codec, RUN/kit (signed: triggers, secrets, cover ids and classes, labels, codec, the model's identity), RUN/commitment.txt, RUN/visibility.png and metrics.json (accuracy before/after, trigger accuracy, trigger PSNR/SSIM, recovered-secret PSNR/SSIM). The commitment is printed last: publish it.
+
+Everything (key, device, data, secrets, counts, a given host or codec) is checked before the run folder is created. Method settings: --method-config JSON (e.g. '{"w_ssim": 5, "discriminator": {"kind": "yenet"}, "host_optim": {"lr": 0.05}}'), host training: --host-config (as `copymark classifier train --net-config`), codec training: --codec-config (e.g. '{"codec": {"width": 32}, "lr": 0.001}').
+"""
+
+
+def _split_arg(text: str) -> tuple[float, float, float]:
+    from copymark.train.classifier_commands import _split
+
+    return _split(text)
+
+
+def protect_cmd(
+    method: str | None = typer.Option(None, "--method", help="acsac19, e2e-extraction or two-phase"),
+    data: Path | None = typer.Option(None, "--data", help="class folders of the host's task"),
+    secrets: Path | None = typer.Option(None, "--secrets", help="folder of secret images (apart from --data)"),
+    run_dir: Path = typer.Option(..., "--run-dir", help="run folder to create (or to continue with --resume)"),
+    key: Path | None = typer.Option(None, "--key", help="the owner's private key (PEM) that signs the kit"),
+    passphrase_env: str = typer.Option(
+        "COPYMARK_KIT_PASSPHRASE", "--passphrase-env", help="environment variable holding the key's passphrase"
+    ),
+    host: Path | None = typer.Option(None, "--host", help="a trained unprotected host (classifier run or checkpoint)"),
+    net: str = typer.Option("resnet18", "--net", help="host architecture when training one: resnet18 or small_cnn"),
+    host_config: str | None = typer.Option(None, "--host-config", help="JSON merged into the host's training config"),
+    host_iters: int = typer.Option(1000, "--host-iters", help="iterations of the unprotected host's training"),
+    start_from: str = typer.Option(
+        "scratch",
+        "--start-from",
+        help="end-to-end methods: the host starts from scratch (the reference) or unprotected",
+    ),
+    codec: str | None = typer.Option(
+        None, "--codec", help="two-phase: a trained codec checkpoint (or lsb); end-to-end: a codec to start from"
+    ),
+    codec_kind: str = typer.Option(
+        "en2d", "--codec-kind", help="codec to train (two-phase) or hiding net (end to end)"
+    ),
+    codec_config: str | None = typer.Option(
+        None, "--codec-config", help="JSON merged into the codec's training config"
+    ),
+    codec_iters: int = typer.Option(1000, "--codec-iters", help="two-phase: iterations of the codec's training"),
+    codec_batch_size: int | None = typer.Option(
+        None, "--codec-batch-size", help="default: the study's (En2D 30, GglNet 20)"
+    ),
+    codec_covers: int | None = typer.Option(None, "--codec-covers", help="two-phase: covers the codec trains on"),
+    method_config: str | None = typer.Option(None, "--method-config", help="JSON merged into the method's config"),
+    triggers: int = typer.Option(500, "--triggers", help="number of triggers (the reference: 500)"),
+    trigger_batch: int | None = typer.Option(None, "--trigger-batch", help="triggers per main batch [default 20]"),
+    iters: int = typer.Option(1000, "--iters", help="iterations of the embedding phase"),
+    batch_size: int = typer.Option(100, "--batch-size", help="main-task batch (the reference: 100)"),
+    size: int | None = typer.Option(None, "--size", help="image side in px [default: the first image's]"),
+    split: str = typer.Option("8:1:1", "--split", help="train:val:test ratios"),
+    split_salt: str = typer.Option("", "--split-salt"),
+    resize_policy: str = typer.Option("error", "--resize-policy", help="error, resize or center_crop"),
+    seed: int = typer.Option(0, "--seed", help="seed of covers, secrets' order, labels and every phase"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N"),
+    amp: str = typer.Option("off", "--amp", help="off, bf16 or fp16 (CUDA)"),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes"),
+    save_every: int = typer.Option(0, "--save-every", help="checkpoint every N iterations in each phase"),
+    resume: bool = typer.Option(False, "--resume", help="continue the protection in --run-dir"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    from rich.console import Console
+
+    from copymark.config import parse_json_arg
+    from copymark.errors import ConfigError
+    from copymark.watermark.protect import check_key_file, make_protect_config, protect
+
+    console = Console(stderr=True)
+    say = lambda msg: console.print(f"[bold]protect:[/] {msg}", highlight=False)  # noqa: E731
+    passphrase = os.environ.get(passphrase_env) or None
+    if resume:
+        out = protect(None, run_dir, passphrase, resume=True, say=say)
+    else:
+        from copymark.runs import check_new_run_dir
+
+        for value, flag in ((method, "--method"), (data, "--data"), (secrets, "--secrets"), (key, "--key")):
+            if value is None:
+                raise ConfigError(f"missing {flag}", hint="see `copymark protect --help`")
+        check_new_run_dir(run_dir)
+        check_key_file(key)  # type: ignore[arg-type]
+        cfg = make_protect_config(
+            method, data, secrets, key, net=net, host_from=host,  # type: ignore[arg-type]
+            host_overrides=parse_json_arg(host_config, "--host-config", '{"optim": {"lr": 0.05}}'),
+            codec_from=codec, codec_kind=codec_kind,
+            codec_overrides=parse_json_arg(codec_config, "--codec-config", '{"codec": {"width": 32}}'),
+            method_overrides=parse_json_arg(method_config, "--method-config", '{"w_ssim": 5}'),
+            size=size, split=_split_arg(split), salt=split_salt, resize_policy=resize_policy, triggers=triggers,
+            trigger_batch=trigger_batch, start_from=start_from, codec_covers=codec_covers, seed=seed,
+            batch_size=batch_size, iters=iters, host_iters=host_iters, codec_iters=codec_iters,
+            codec_batch_size=codec_batch_size, device=device, amp=amp, num_workers=workers, save_every=save_every,
+            progress=progress,
+        )  # fmt: skip
+        out = protect(cfg, run_dir, passphrase, say=say)
+    brief = {k: out.get(k) for k in ("method", "accuracy_before", "accuracy_after", "trigger_accuracy",
+                                      "unprotected_agreement", "kit", "model")}  # fmt: skip
+    brief["trigger_psnr"] = (out.get("trigger_psnr") or {}).get("mean")
+    if "secret_psnr" in out:
+        brief["secret_psnr"] = out["secret_psnr"]["mean"]
+    typer.echo(json.dumps(brief, indent=2))
+    typer.echo(f"commitment: {out.get('commitment')}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``copymark kit ...`` to ``app``."""
+    """Add ``copymark protect`` and ``copymark kit ...`` to ``app``."""
+    app.command("protect", help=PROTECT_HELP)(protect_cmd)
     app.add_typer(kit_app, name="kit")
