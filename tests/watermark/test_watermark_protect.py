@@ -64,7 +64,7 @@ def _args(world, method: str, run: Path, *extra: str) -> list[str]:
 def _check_protected(run: Path, world, method: str, min_trigger_accuracy: float) -> dict:
     """What every protection must give: metrics, a loadable kit that holds what was measured, the label rule."""
     from copymark.train.classifier import load_classifier, predict
-    from copymark.watermark.protect import model_fingerprint
+    from copymark.watermark.kit import weights_fingerprint
 
     m = json.loads((run / "metrics.json").read_text())
     assert m["method"] == method and m["classes"] == list(CLASSES)
@@ -81,7 +81,7 @@ def _check_protected(run: Path, world, method: str, min_trigger_accuracy: float)
     assert kit.manifest.extra["reference_on"] == ("trigger" if method == "two-phase" else "cover")
     # the kit's model identity is the protected model's, and its triggers are what was measured
     net, cfg, _ = load_classifier(run / "model")
-    assert kit.manifest.model.fingerprint == model_fingerprint(load_checkpoint(run / "model")[0]) == m["fingerprint"]
+    assert kit.manifest.model.fingerprint == weights_fingerprint(load_checkpoint(run / "model")[0]) == m["fingerprint"]
     assert (kit.manifest.model.num_classes, kit.manifest.model.input_size) == (4, 32)
     assert kit.manifest.model.class_names == list(CLASSES) == cfg.class_names
     pred = predict(net, kit.trigger_images())

@@ -531,7 +531,7 @@ def _run(
     from copymark.train.classifier import evaluate, predict
     from copymark.watermark.embed.labels import LABEL_RULE, check_labels, verification_labels
     from copymark.watermark.embed.runs import EmbedRunConfig, TriggerSpec, load_trigger_images, trigger_file
-    from copymark.watermark.kit import KitTrigger, ModelIdentity, write_kit
+    from copymark.watermark.kit import KitTrigger, ModelIdentity, weights_fingerprint, write_kit
 
     rp, splits, k = run.path, prep.splits, len(prep.splits.classes)
     t = time.perf_counter()
@@ -643,7 +643,7 @@ def _run(
 
     state, _ = load_checkpoint(rp / MODEL)
     identity = ModelIdentity(
-        fingerprint=model_fingerprint(state), num_classes=k, input_size=cfg.data.size, class_names=splits.classes
+        fingerprint=weights_fingerprint(state), num_classes=k, input_size=cfg.data.size, class_names=splits.classes
     )
     kit_triggers = [
         KitTrigger(encode_png(triggers[i]), encode_png(secrets[i]), prep.cover_keys[i], labels[i], prep.cover_labels[i])
@@ -659,7 +659,7 @@ def _run(
             "label_rule": LABEL_RULE,
             "reference_answers": reference,
             "reference_on": "trigger" if cfg.method == "two-phase" else "cover",
-            "reference_model": model_fingerprint(load_checkpoint(host_folder)[0]),
+            "reference_model": weights_fingerprint(load_checkpoint(host_folder)[0]),
             "seed": cfg.seed,
             "data": {"dir": cfg.data.dir, "layout": cfg.data.layout, "split": list(cfg.data.split), "salt": cfg.data.salt},
         },
@@ -679,24 +679,6 @@ def _run(
         metrics["unprotected_agreement"], metrics["trigger_psnr"]["mean"], commitment,
     )  # fmt: skip
     return metrics
-
-
-def model_fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """:func:`copymark.watermark.kit.weights_fingerprint` of a state dict, BatchNorm counters included.
-
-    The same bytes are hashed in the same order (sorted names; name, dtype, shape, raw bytes),
-    so for every state dict ``weights_fingerprint`` accepts the two agree (tested); it also
-    takes the 0-dim tensors (BatchNorm's ``num_batches_tracked``) that ``weights_fingerprint``
-    currently refuses (``view(torch.uint8)`` of a 0-dim tensor; a ``reshape(-1)`` first fixes it).
-    """
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return "sha256:" + h.hexdigest()
 
 
 def _host_prov(prep: Prepared) -> bool:
