@@ -166,7 +166,104 @@ def protect_cmd(
     typer.echo(f"commitment: {out.get('commitment')}")
 
 
+verify_app = typer.Typer(
+    help="Verify ownership of a suspect classifier with an ownership kit (and calibrate the null rate).",
+    invoke_without_command=True,
+)
+
+
+@verify_app.callback()
+def verify_cmd(
+    ctx: typer.Context,
+    kit: Path | None = typer.Option(None, "--kit", help="the ownership kit folder `copymark protect` wrote"),
+    model: Path | None = typer.Option(None, "--model", help="the suspect: a classifier checkpoint or run folder"),
+    model_url: str | None = typer.Option(None, "--model-url", help="the suspect: base URL of a served classifier"),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="COPYMARK_API_KEY", help="API key for --model-url"),
+    calibration: Path | None = typer.Option(None, "--calibration", help="null-model calibration (`verify calibrate`)"),
+    p0: float | None = typer.Option(
+        None, "--p0", help="the null agreement rate, if not calibrated (recorded as given)"
+    ),
+    p1: float = typer.Option(0.5, "--p1", help="the trigger accuracy that counts as owned (H1: p >= p1)"),
+    alpha: float = typer.Option(1e-6, "--alpha", help="the largest false-claim probability of an 'owned' verdict"),
+    beta: float = typer.Option(
+        1e-3, "--beta", help="the largest probability of declaring a protected model 'not owned'"
+    ),
+    max_queries: int | None = typer.Option(None, "--max-queries", help="stop after this many triggers (default: all)"),
+    public_key: Path | None = typer.Option(None, "--public-key", help="the owner's public key to trust (.pub)"),
+    commitment: str | None = typer.Option(None, "--commitment", help="the kit's published commitment (sha256:...)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the order in which triggers are sent"),
+    batch: int = typer.Option(8, "--batch", help="triggers sent per round (the decision is checked after each answer)"),
+    concurrency: int = typer.Option(4, "--concurrency", help="requests in flight (--model-url)"),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="run folder (default runs/verify-DATE-TIME; rerun to resume)"
+    ),
+    device: str = typer.Option("cpu", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Send the kit's triggers to a suspect in a seeded random order and decide, as soon as the
+    evidence allows, whether it is the protected model.
+
+    The verdict ("owned", "not owned" or "undecided") comes with its false-claim probability: the
+    probability that an independently trained model would give evidence this strong, bounded at
+    any stopping time by Ville's inequality (Wald's sequential test), with the null agreement rate
+    measured on null models (`copymark verify calibrate`), never assumed to be 1/K. The record
+    (trigger accuracy with its 95% CI, queries spent, the test's trace, recovered secrets) goes to
+    RUN_DIR/metrics.json.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from copymark.config import parse_config
+    from copymark.errors import ConfigError
+    from copymark.watermark.verify import VerifyConfig, verify
+
+    if kit is None:
+        raise ConfigError(
+            "missing --kit", hint="copymark verify --kit KIT (--model CKPT | --model-url URL --api-key KEY)"
+        )
+    cfg = parse_config(VerifyConfig, {
+        "kit": kit, "model": model, "model_url": model_url, "calibration": calibration, "p0": p0, "p1": p1,
+        "alpha": alpha, "beta": beta, "max_queries": max_queries, "public_key": public_key, "commitment": commitment,
+        "order_seed": seed, "batch": batch, "concurrency": concurrency, "device": device,
+    }, where="verify options")  # fmt: skip
+    rec = verify(cfg, api_key=api_key, run_dir=run_dir, progress=progress)
+    fc = rec["false_claim_probability"]
+    acc = rec["trigger_accuracy"]
+    typer.echo(json.dumps({
+        "verdict": rec["verdict"], "false_claim_probability": fc["bound"], "queries": rec["queries"],
+        "trigger_accuracy": acc["value"], "trigger_accuracy_ci95": acc["ci95"], "p0": fc["p0"],
+        "recovered_secret_psnr": (rec.get("recovered_secrets") or {}).get("psnr", {}).get("mean"),
+    }, indent=2))  # fmt: skip
+    typer.echo(rec["statement"])
+
+
+@verify_app.command("calibrate")
+def calibrate_cmd(
+    kit: Path = typer.Option(..., "--kit", help="the ownership kit folder"),
+    null_model: list[Path] = typer.Option(
+        ..., "--null-model", help="an independently trained, unprotected classifier (repeat; 10+ advised)"
+    ),
+    out: Path = typer.Option(..., "--out", help="the calibration JSON to write"),
+    confidence: float = typer.Option(
+        0.999, "--confidence", help="confidence of the one-sided upper bound of the null rate"
+    ),
+    public_key: Path | None = typer.Option(None, "--public-key"),
+    commitment: str | None = typer.Option(None, "--commitment"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Measure how often independently trained models answer the kit's triggers with its labels;
+    the one-sided Clopper-Pearson upper bound of that rate is the p0 `copymark verify` tests against."""
+    from copymark.watermark.verify import calibrate
+
+    cal = calibrate(
+        kit, null_model, out, public_key=public_key, commitment=commitment, confidence=confidence, device=device
+    )
+    typer.echo(f"{cal.describe()}; wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``copymark protect`` and ``copymark kit ...`` to ``app``."""
+    """Add ``copymark protect``, ``copymark kit ...`` and ``copymark verify [calibrate]`` to ``app``."""
     app.command("protect", help=PROTECT_HELP)(protect_cmd)
     app.add_typer(kit_app, name="kit")
+    app.add_typer(verify_app, name="verify")
