@@ -308,7 +308,7 @@ def test_micro_batching_batches_concurrent_requests_by_size(tmp_path):
     for (h, w), r, i in zip(sizes, rs, range(10)):
         x = decode_image_bytes(rand_png(h, w, seed=i))[None]
         assert torch.equal(decode_image_bytes(r.content), quantize(cv(x))[0])
-    assert m['copymark_requests_total{status="200"}'] == 10
+    assert m['copymark_requests_total{route="/v1/translate",status="200"}'] == 10
 
 
 def test_lone_request_does_not_wait_for_batch(tmp_path):
@@ -371,7 +371,11 @@ def test_unknown_route_json_404_and_metrics_format(tmp_path):
     text = metrics.text
     assert "# TYPE copymark_request_latency_seconds histogram" in text
     m = parse_prometheus_text(text)
-    assert m['copymark_request_latency_seconds_bucket{le="+Inf"}'] == m["copymark_request_latency_seconds_count"] == 1
+    inf, count = (
+        'copymark_request_latency_seconds_bucket{route="/v1/translate",le="+Inf"}',
+        ('copymark_request_latency_seconds_count{route="/v1/translate"}'),
+    )
+    assert m[inf] == m[count] == 1
     assert m["copymark_answers_total"] == 1
 
 

@@ -72,7 +72,7 @@ def test_schema_names_no_model(tmp_path):
     for secret in ("models_for_tests", "hanging", "python:", "classical", "unet", "resnet", "torchscript"):
         assert secret not in text, secret
     paths = json.loads(texts[0][0])["paths"]
-    assert set(paths) == {"/v1/translate", "/v1/info", "/v1/health", "/metrics"}
+    assert set(paths) == {"/v1/translate", "/v1/info", "/v1/health", "/v1/usage", "/metrics"}
 
 
 def test_openapi_json_is_served(server):
