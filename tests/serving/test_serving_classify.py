@@ -312,3 +312,46 @@ def test_specs_that_are_no_classifier_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err, (args, err)
         assert err.startswith("error: ") and "Traceback" not in err and len(err.splitlines()) <= 2, err
+
+
+def test_copymark_serve_classifier_subprocess(tmp_path, exact_weights):
+    """The real command: `copymark serve --classifier python:... --weights F --class-names F
+    --answer label` answers labels with names and no scores, and stops on SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from copymark.serving.server import wait_healthy
+
+    root = Path(__file__).resolve().parents[2]
+    keys = write_keys(tmp_path, budget=5)
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["ant", "bee", "cat", "dog", "eel"]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "tests" / "serving")])}
+    args = ["--classifier", EXACT, "--weights", str(exact_weights), "--class-names", str(names), "--answer", "label"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "copymark.cli", "serve", *args, "--keys", str(keys), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    pngs = tinted_pngs(3)
+    try:
+        wait_healthy(url, proc, timeout=120)
+        info = httpx.get(f"{url}/v1/info").json()
+        answers = [httpx.post(f"{url}/v1/classify", content=p, headers=auth()) for p in pngs]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    labels = reference(pngs, exact_weights).argmax(1).tolist()
+    assert info["task"] == "classify" and info["answer"] == "label" and info["num_classes"] == 5
+    for r, label in zip(answers, labels):
+        assert r.status_code == 200 and r.json() == {"label": label, "class_name": "ant bee cat dog eel".split()[label]}
+    err = proc.stderr.read().decode()
+    assert f"serving classifier {info['victim_id']} (task classify)" in err and "Traceback" not in err
