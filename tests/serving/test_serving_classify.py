@@ -201,7 +201,7 @@ def test_classify_budget_idempotency_rate_and_header_limits(tmp_path):
 def test_bad_inputs_are_4xx_json_and_free(tmp_path):
     """Wrong size (the expected one named), modes that would lose pixels (alpha, a transparent
     palette entry, CMYK), corrupt and empty bodies, a top_k out of range: 4xx JSON, never
-    charged. A greyscale image (exact in RGB) is classified like its RGB copy."""
+    charged. A greyscale image (exact in RGB) is classified like its RGB copy; 16-bit grey is taken."""
     write_keys(tmp_path, budget=100)
     model = load_classifier(COLOUR)
     rng = np.random.default_rng(0)
@@ -234,9 +234,11 @@ def test_bad_inputs_are_4xx_json_and_free(tmp_path):
             spent = (await c.get("/v1/usage", headers=auth())).json()["spent"]
             grey_answer = await c.post("/v1/classify", content=png_of(grey), headers=auth())
             rgb_of_grey = await c.post("/v1/classify", content=png_of(np.dstack([grey] * 3)), headers=auth())
-            return got, spent, grey_answer, rgb_of_grey
+            grey16 = await c.post("/v1/classify", content=png_of(grey.astype(np.uint16) * 257), headers=auth())
+            return got, spent, grey_answer, rgb_of_grey, grey16
 
-    got, spent, grey_answer, rgb_of_grey = run(go())
+    got, spent, grey_answer, rgb_of_grey, grey16 = run(go())
+    assert grey16.status_code == 200, grey16.text  # 16-bit grey: a fixed mapping to [0, 1]
     for name, (_, status, code) in cases.items():
         r = got[name]
         assert (r.status_code, r.json()["error"]) == (status, code), (name, r.text)

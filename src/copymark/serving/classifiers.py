@@ -249,7 +249,7 @@ def _checkpoint_classifier(path: Path, device: torch.device, given: tuple[int, i
         raise ConfigError(f"{what}: --input-size {given[0]}x{given[1]} contradicts its input_size {size!r}")
     fn = ClassifierNet(net, device)
     k = probe_classes(fn, input_size, what)
-    _check_declared_classes(getattr(config, "num_classes", None), k, what)
+    _check_declared_classes(getattr(config, "num_classes", None) or getattr(net, "num_classes", None), k, what)
     names = _names_of(getattr(config, "class_names", None), f"{folder}/config.json: config.class_names")
     if not names and isinstance(provenance, dict):
         names = _names_of(provenance.get("class_names"), f"{folder}/config.json: provenance.class_names")
@@ -281,13 +281,13 @@ def _python_classifier(
     contract = declared_contract(
         net, options, spec, extra={"input_size": lambda v: parse_input_size(v, where)}, what="classifier"
     )
-    load_factory_weights(spec, f"{module}:{factory}", net, weights, options.get("weights_key"))
-    net.to(device).eval()
     if contract["input_size"] is None:
         raise ConfigError(
             f"{where}: the module declares no input_size",
             hint="add ?input_size=N (or HxW) to the spec or --input-size N, or an input_size attribute to the module",
         )
+    load_factory_weights(spec, f"{module}:{factory}", net, weights, options.get("weights_key"))
+    net.to(device).eval()
     input_size: tuple[int, int] = contract["input_size"]  # type: ignore[assignment]
     if "input_size" in options:  # one id for every way of saying the same size
         options["input_size"] = f"{input_size[0]}x{input_size[1]}"

@@ -212,11 +212,12 @@ class ImageModel(ServedModel):
 
 TOP_K_DEFAULT = 5
 TOP_K_MAX = 100
-EXACT_RGB_MODES = ("1", "L", "P", "RGB", "I;16", "I;16B", "I;16L", "I;16N", "I")
+EXACT_RGB_MODES = ("1", "L", "P", "RGB", "I;16", "I;16B", "I;16L", "I;16N")
 """Image modes whose decoding to RGB changes no pixel value: bilevel, grey (replicated), a
-palette without transparency, RGB, and 16/32-bit grey (scaled to [0, 1]). Modes with alpha
+palette without transparency, RGB, and 16-bit grey (divided by 65535). Modes with alpha
 (RGBA, LA, PA, a palette with a transparent entry) would lose it, CMYK and YCbCr would go
-through a colour conversion, float ("F") would be clipped: a classifier refuses them."""
+through a colour conversion, 32-bit integers ("I", scaled by a range guessed from the
+values) and floats ("F", clipped) have no fixed mapping to [0, 1]: a classifier refuses them."""
 
 
 @dataclass(eq=False)
