@@ -1,8 +1,8 @@
 """Factories for ``python:models_for_tests:FACTORY`` specs in the serving tests.
 
 They are real ``nn.Module``s served through the real worker process: a small net with a
-declared I/O convention (the entry-point equality test), and models that crash or hang in
-their forward on chosen inputs (the isolation tests). Test-only models live here, never in
+declared I/O convention (the entry-point equality test), models that crash or hang in
+their forward on chosen inputs (the isolation tests), and classifiers (the classify tests). Test-only models live here, never in
 copymark itself.
 """
 
@@ -106,6 +106,71 @@ class HangingNet(nn.Module):
 
 def hanging_net() -> nn.Module:
     return HangingNet()
+
+
+class ExactClassifier(nn.Module):
+    """A 5-class classifier of 32 x 32 images whose float32 arithmetic is exact, so the same
+    logits come out whatever the batch size, summation order or CPU kernels: the input is
+    rounded back to its 8-bit integers, the conv and linear weights are integers (in -1..1,
+    integer biases), every sum stays below 2**24 (27 * 255 per conv output, 225 positions,
+    4 features: 4 * 225 * 6885 < 2**23; stride 2, so no Winograd transform with fractional
+    intermediates applies), and the final scaling is a power of two. It crashes
+    (glibc abort) on a magenta-marked image, like the isolation tests' nets."""
+
+    input_size = 32
+    num_classes = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, bias=False)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _marked(x):
+            _double_free()
+        u = torch.round(x * 255)
+        f = torch.relu(self.conv(u)).sum(dim=(2, 3))
+        return self.fc(f) * 2.0**-16
+
+
+def exact_classifier() -> nn.Module:
+    return ExactClassifier()
+
+
+def exact_classifier_state(seed: int = 3) -> dict[str, torch.Tensor]:
+    """Integer weights for :class:`ExactClassifier` (the state dict a test saves as --weights)."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "conv.weight": torch.randint(-1, 2, (4, 3, 3, 3), generator=g).float(),
+        "fc.weight": torch.randint(-1, 2, (5, 4), generator=g).float(),
+        "fc.bias": torch.randint(-100000, 100001, (5,), generator=g).float(),
+    }
+
+
+class ColourClassifier(nn.Module):
+    """Three named classes of 16 x 16 images (red, green, blue): the logits are 8 x each
+    channel's mean. No weights."""
+
+    input_size = 16
+    class_names = ("red", "green", "blue")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) * 8
+
+
+def colour_classifier() -> nn.Module:
+    return ColourClassifier()
+
+
+class UndeclaredClassifier(nn.Module):
+    """Like :class:`ColourClassifier` but declares nothing (the spec must give its input size)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def undeclared_classifier() -> nn.Module:
+    return UndeclaredClassifier()
 
 
 def not_a_module() -> int:

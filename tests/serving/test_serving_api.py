@@ -308,7 +308,7 @@ def test_micro_batching_batches_concurrent_requests_by_size(tmp_path):
     for (h, w), r, i in zip(sizes, rs, range(10)):
         x = decode_image_bytes(rand_png(h, w, seed=i))[None]
         assert torch.equal(decode_image_bytes(r.content), quantize(cv(x))[0])
-    assert m['copymark_requests_total{status="200"}'] == 10
+    assert m['copymark_requests_total{route="/v1/translate",status="200"}'] == 10
 
 
 def test_lone_request_does_not_wait_for_batch(tmp_path):
@@ -371,7 +371,11 @@ def test_unknown_route_json_404_and_metrics_format(tmp_path):
     text = metrics.text
     assert "# TYPE copymark_request_latency_seconds histogram" in text
     m = parse_prometheus_text(text)
-    assert m['copymark_request_latency_seconds_bucket{le="+Inf"}'] == m["copymark_request_latency_seconds_count"] == 1
+    inf, count = (
+        'copymark_request_latency_seconds_bucket{route="/v1/translate",le="+Inf"}',
+        ('copymark_request_latency_seconds_count{route="/v1/translate"}'),
+    )
+    assert m[inf] == m[count] == 1
     assert m["copymark_answers_total"] == 1
 
 
@@ -510,3 +514,45 @@ def test_info_names_limits_and_model_interface_declares_outputs(tmp_path):
     info = run(go())
     assert info["limits"]["min_side"] == 4 and info["limits"]["max_aspect"] == 8
     assert info["victim_id"] == victim.id and info["scale"] == 4
+
+
+def test_usage_endpoint_reports_the_callers_key_free_but_rate_limited(tmp_path):
+    """GET /v1/usage: 401 / 403 like the model's route; the key's own budget, spending and
+    limits; never charged (also for a spent key: no 402); one rate-limit token per call."""
+    from copymark.serving.limits import key_hash
+
+    tight = "tight-key-0001"
+    write_keys(tmp_path, budget=2, extra={tight: {"budget": 5, "rate_per_s": 0.01, "burst": 2}})
+    cv = CountingVictim()
+
+    async def go():
+        async with asgi_client(cv.victim(), settings(tmp_path, request_log=tmp_path / "log.jsonl")) as c:
+            out = [await c.get("/v1/usage"), await c.get("/v1/usage", headers=auth("nope-nope-nope"))]
+            out.append(await c.get("/v1/usage", headers=auth()))
+            for seed in range(3):  # two answers, then 402
+                out.append(await c.post("/v1/translate", content=rand_png(seed=seed), headers=auth()))
+            out.append(await c.get("/v1/usage", headers=auth()))
+            out += [await c.get("/v1/usage", headers=auth(tight)) for _ in range(3)]
+            return out
+
+    missing, wrong, fresh, a1, a2, spent_out, spent, t1, t2, t3 = run(go())
+    assert missing.status_code == 401 and missing.json()["error"] == "missing_key"
+    assert wrong.status_code == 403 and wrong.json()["error"] == "invalid_key"
+    assert fresh.status_code == 200 and fresh.headers["x-budget-remaining"] == "2" and fresh.headers["x-request-id"]
+    assert fresh.json() == {
+        "key_id": key_hash(KEY)[:12],
+        "budget": 2,
+        "spent": 0,
+        "remaining": 2,
+        "rate_per_s": 1000.0,
+        "burst": 1000,
+    }
+    assert [a1.status_code, a2.status_code, spent_out.status_code] == [200, 200, 402]
+    assert spent.status_code == 200 and spent.json()["spent"] == 2 and spent.json()["remaining"] == 0
+    assert cv.images == 2  # usage calls ran nothing and were charged nothing
+    assert [t1.status_code, t2.status_code, t3.status_code] == [200, 200, 429]  # burst 2: the third waits
+    assert t3.json()["error"] == "rate_limited" and int(t3.headers["retry-after"]) >= 1
+    assert t1.json()["spent"] == 0 and t1.json()["rate_per_s"] == 0.01 and t1.json()["burst"] == 2
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    usage_lines = [e for e in log if e["route"] == "/v1/usage"]
+    assert len(usage_lines) == 7 and usage_lines[2]["key"] == key_hash(KEY)[:12]

@@ -1,6 +1,8 @@
 """The caller's HTTP client of a copymark API: budgeted, paced, retrying.
 
-Used by extraction (querying a victim) and by ownership verification (querying a suspect).
+Used by extraction (querying a victim: :meth:`ApiClient.translate`, PNG answers) and by
+ownership verification (querying a suspect classifier: :meth:`ApiClient.classify`, label
+answers). The API itself is described in docs/API.md.
 
 :class:`ApiClient` wraps an ``httpx.AsyncClient``; a semaphore bounds the requests in flight
 and each request has a timeout. Three things keep it within the limits it is given:
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from collections import Counter
@@ -100,11 +103,87 @@ class RateLimited(ServerUnavailable):
 
 @dataclass
 class Answer:
+    """An image answer of ``POST /v1/translate``."""
+
     png: bytes
     request_id: str
     budget_remaining: int | None
     replay: bool
     attempts: int
+
+    @property
+    def body(self) -> bytes:
+        """The bytes a query store keeps (the PNG)."""
+        return self.png
+
+
+@dataclass(frozen=True)
+class ScoredLabel:
+    """One of the top-k classes of a label answer."""
+
+    label: int
+    class_name: str | None
+    probability: float
+
+
+@dataclass
+class LabelAnswer:
+    """A classifier's answer of ``POST /v1/classify``: the label, its class name if the server
+    knows names, and the top-k classes with probabilities unless the server hides scores
+    (``top_k`` None). ``body`` is the JSON exactly as received (what a query store keeps; the
+    evidence of what the server said). See :func:`parse_label_answer`."""
+
+    label: int
+    class_name: str | None
+    top_k: tuple[ScoredLabel, ...] | None
+    body: bytes
+    request_id: str = ""
+    budget_remaining: int | None = None
+    replay: bool = False
+    attempts: int = 0
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_name(v: object) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def parse_label_answer(body: bytes) -> LabelAnswer:
+    """The JSON of a label answer (from the server, or read back from a query store) ->
+    :class:`LabelAnswer`; anything else is a :class:`QueryError` saying what is wrong."""
+
+    def bad(why: str) -> QueryError:
+        return QueryError(f"not a label answer ({why}): {body[:120]!r}", status=200)
+
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("not JSON") from None
+    if not isinstance(obj, dict) or not _is_int(obj.get("label")) or not _is_name(obj.get("class_name")):
+        raise bad("needs an integer 'label' >= 0 and a 'class_name' string or null")
+    top: tuple[ScoredLabel, ...] | None = None
+    raw = obj.get("top_k")
+    if raw is not None:
+        if not isinstance(raw, list) or not raw:
+            raise bad("'top_k' must be a non-empty list")
+        items = []
+        for t in raw:
+            p = t.get("probability") if isinstance(t, dict) else None
+            if (
+                not isinstance(t, dict)
+                or not _is_int(t.get("label"))
+                or not _is_name(t.get("class_name"))
+                or not isinstance(p, (int, float))
+                or isinstance(p, bool)
+                or not 0.0 <= p <= 1.0
+            ):
+                raise bad("each 'top_k' entry needs a 'label', a 'class_name' and a 'probability' in [0, 1]")
+            items.append(ScoredLabel(t["label"], t["class_name"], float(p)))
+        top = tuple(items)
+    return LabelAnswer(obj["label"], obj["class_name"], top, bytes(body))
 
 
 class RetryPolicy(StrictModel):
@@ -332,6 +411,61 @@ class ApiClient:
         ``on_send`` is called once, just before the request first goes out (a query store
         counts the attempt there).
         """
+        resp, attempts, replay = await self._query(
+            "/v1/translate", png, "image/png", idempotency_key, may_replay, on_send
+        )
+        return Answer(
+            resp.content, resp.headers.get("x-request-id", ""), self.server_budget_remaining, replay, attempts
+        )
+
+    async def classify(
+        self,
+        png: bytes,
+        idempotency_key: str | None = None,
+        top_k: int | None = None,
+        may_replay: bool = False,
+        on_send: Callable[[], None] | None = None,
+    ) -> LabelAnswer:
+        """Send one image to a classifier (``POST /v1/classify``); return its parsed label answer.
+
+        The same pacing, budget admission, retries and typed errors as :meth:`translate` (and
+        the same ``may_replay`` / ``on_send``). ``top_k``: how many of the most probable classes
+        to ask for (the server's default when None; a label-only server ignores it). The image
+        must be exactly the classifier's input size (``/v1/info``): the server refuses others
+        with 422, which fails this input only (:class:`QueryError`).
+        """
+        params = {"top_k": str(top_k)} if top_k is not None else None
+        resp, attempts, replay = await self._query(
+            "/v1/classify", png, "application/json", idempotency_key, may_replay, on_send, params
+        )
+        parsed = parse_label_answer(resp.content)
+        parsed.request_id = resp.headers.get("x-request-id", "")
+        parsed.budget_remaining = self.server_budget_remaining
+        parsed.replay, parsed.attempts = replay, attempts
+        return parsed
+
+    async def usage(self) -> dict[str, object]:
+        """``GET /v1/usage``: this key's budget, spent, remaining, rate_per_s and burst (free;
+        it takes one rate-limit token on the server, so it is paced like a query)."""
+
+        async def once() -> httpx.Response:
+            return await self._client.get("/v1/usage")
+
+        resp, _ = await self._with_retries(once, what="GET /v1/usage", paced=True)
+        return resp.json()
+
+    async def _query(
+        self,
+        path: str,
+        png: bytes,
+        media_type: str,
+        idempotency_key: str | None,
+        may_replay: bool,
+        on_send: Callable[[], None] | None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[httpx.Response, int, bool]:
+        """One paid query: admitted against the budgets, paced, retried; ``(200 response,
+        sends, replay)``. A 200 of another media type than ``media_type`` is a QueryError."""
         await self._admit(may_replay)
         headers = {"Content-Type": "application/octet-stream"}
         if idempotency_key:
@@ -345,21 +479,24 @@ class ApiClient:
                 on_send()
             first = False
             self.stats["sent"] += 1
-            return await self._client.post("/v1/translate", content=png, headers=headers)
+            return await self._client.post(path, content=png, headers=headers, params=params)
 
         try:
-            resp, attempts = await self._with_retries(once, what="POST /v1/translate", paced=True)
+            resp, attempts = await self._with_retries(once, what=f"POST {path}", paced=True)
             replay = resp.headers.get("idempotent-replay") == "true"
-            if resp.headers.get("content-type", "").split(";")[0] != "image/png":
-                raise QueryError(f"server answered 200 with {resp.headers.get('content-type')!r}, not image/png")
+            if resp.headers.get("content-type", "").split(";")[0] != media_type:
+                raise QueryError(
+                    f"POST {path}: server answered 200 with {resp.headers.get('content-type')!r}, not {media_type}",
+                    hint="is the URL the right kind of model? /v1/info says its task",
+                    status=200,
+                    request_id=resp.headers.get("x-request-id", ""),
+                )
             self.stats["replayed" if replay else "answered"] += 1
             if self.local_budget is not None and not replay:
                 self.local_budget -= 1
         finally:
             await self._release()
-        return Answer(
-            resp.content, resp.headers.get("x-request-id", ""), self.server_budget_remaining, replay, attempts
-        )
+        return resp, attempts, replay
 
     async def _with_retries(
         self, send: Callable[[], Awaitable[httpx.Response]], what: str, paced: bool

@@ -12,6 +12,12 @@ known budget is spent (``may_replay``); inputs never sent are not.
 
 Pacing, budget admission and retries are the client's (:class:`~copymark.client.http.ApiClient`):
 the workers here only take inputs off one queue, so any ``concurrency`` shares one pace.
+
+Two kinds of victims: image models (``answers="image"``, :meth:`ApiClient.translate`; the
+answer stored is the PNG) and classifiers (``answers="label"``, :meth:`ApiClient.classify`;
+the answer stored is the server's JSON exactly as received, a small blob keyed like an image
+answer: victim id + input hash, so a resumed verification never re-sends an answered
+trigger). :func:`stored_label` reads one back as a :class:`~copymark.client.http.LabelAnswer`.
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from copymark.client.http import ApiClient, AuthError, BudgetExhausted, QueryError, ServerUnavailable
+from copymark.client.http import (
+    ApiClient,
+    AuthError,
+    BudgetExhausted,
+    LabelAnswer,
+    QueryError,
+    ServerUnavailable,
+    parse_label_answer,
+)
 from copymark.client.store import QueryStore, sha256_hex
 
 
@@ -46,12 +61,17 @@ async def query_all(
     victim_id: str,
     items: list[tuple[bytes, str]],
     on_progress: Callable[[str], None] | None = None,
+    answers: Literal["image", "label"] = "image",
 ) -> QueryReport:
     """Query every ``(png, source)`` not yet answered for ``victim_id``; store each answer at once.
 
-    Stops early (rows stay ``pending``, a rerun resumes them) on budget exhaustion, a refused
-    key, or an unreachable server; ``report.stop_reason`` says why.
+    ``answers``: ``"image"`` queries ``/v1/translate`` (PNG answers), ``"label"`` queries
+    ``/v1/classify`` (JSON label answers, the server's default top_k). Stops early (rows stay
+    ``pending``, a rerun resumes them) on budget exhaustion, a refused key, or an unreachable
+    server; ``report.stop_reason`` says why.
     """
+    if answers not in ("image", "label"):
+        raise ValueError(f"answers must be 'image' or 'label', got {answers!r}")
     report = QueryReport(requested=len(items))
     done = store.answered(victim_id)
     todo: list[tuple[bytes, str, str]] = []
@@ -90,8 +110,9 @@ async def query_all(
                 store.add_input(png, victim_id, source)  # pending, file on disk, just before the request
                 store.mark_sent(sha, victim_id)
 
+            query = client.translate if answers == "image" else client.classify
             try:
-                ans = await client.translate(
+                ans = await query(
                     png, idempotency_key=f"{victim_id}:{sha}", may_replay=sha in sent_before, on_send=register
                 )
             except (AuthError, BudgetExhausted, ServerUnavailable) as err:
@@ -104,7 +125,7 @@ async def query_all(
                 report.failures.append(f"{source or sha[:12]}: {err.message}")
                 progress("failed")
                 continue
-            store.record_answer(sha, victim_id, ans.png, ans.request_id)
+            store.record_answer(sha, victim_id, ans.body, ans.request_id)
             if ans.replay:
                 report.replayed += 1
                 progress("replayed")
@@ -117,3 +138,11 @@ async def query_all(
     report.not_sent = queue.qsize()
     report.server_budget_remaining = client.server_budget_remaining
     return report
+
+
+def stored_label(store: QueryStore, input_sha: str, victim_id: str) -> LabelAnswer | None:
+    """The label answer ``victim_id`` gave to the input with hash ``input_sha``, read back from
+    the store (None when not answered); a damaged file is a DataError (the store checks its
+    hash), a stored answer that is not a label answer a QueryError."""
+    body = store.answer_for(input_sha, victim_id)
+    return parse_label_answer(body) if body is not None else None

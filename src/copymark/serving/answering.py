@@ -7,6 +7,11 @@ stored answer again, free and without running the model; a retry that arrives wh
 is still being answered waits for that answer. Replies are kept per key in the usage SQLite
 file (``idempotency_cache`` most recent), so this survives restarts.
 
+Inputs the model refuses (:meth:`~copymark.serving.models.ServedModel.input_refusal`; a
+classifier refuses any size but its own and image modes that do not convert to RGB exactly)
+are a 422 (``wrong_input_size``, ``unsupported_image_mode``) from the image header, before any
+pixel is decoded, and again after decoding (EXIF orientation may turn an image).
+
 Model failures, each a JSON error and never charged: 500 ``victim_error`` (the model raised,
 or returned something other than it declares), 500 ``model_crashed`` (its worker process
 died), 504 ``inference_timeout``, 503 ``model_unavailable`` / ``queue_full``. An input that
@@ -18,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from fastapi import Response
 
 from copymark.serving.batcher import QueueFull
@@ -41,17 +48,36 @@ async def _maybe_thread(pixels: int, fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-async def answer(state: AppState, caller: Caller, idem: str | None, upload: Upload, audit: dict[str, Any]) -> Response:
-    """The model's answer to ``upload`` for ``caller`` (or a replay of it)."""
+Encoder = Callable[[torch.Tensor], bytes]
+
+
+async def answer(
+    state: AppState,
+    caller: Caller,
+    idem: str | None,
+    upload: Upload,
+    audit: dict[str, Any],
+    encode: Encoder | None = None,
+    fingerprint: str | None = None,
+) -> Response:
+    """The model's answer to ``upload`` for ``caller`` (or a replay of it).
+
+    ``encode`` turns the model's answer (wire form) into the body (default: the model's own
+    :meth:`~copymark.serving.models.ServedModel.encode`); ``fingerprint`` identifies the
+    request for Idempotency-Key replays (default: the upload's SHA-256; a route whose answer
+    depends on parameters, such as ``top_k``, folds them in, so a retry with other parameters
+    is refused rather than given the first answer).
+    """
+    fingerprint = fingerprint or upload.sha256
     owned: asyncio.Future[None] | None = None
     if idem is not None:
         audit["idempotency_key"] = idem
-        replay = await _replay_or_own(state, caller.key_hash, idem, upload.sha256, audit)
+        replay = await _replay_or_own(state, caller.key_hash, idem, fingerprint, audit)
         if isinstance(replay, Response):
             return replay
         owned = replay
     try:
-        return await _answer(state, caller, idem, upload, audit)
+        return await _answer(state, caller, idem, upload, audit, encode or state.model.encode, fingerprint)
     finally:
         if owned is not None:
             state.inflight.pop((caller.key_hash, idem), None)  # type: ignore[arg-type]
@@ -67,7 +93,11 @@ async def _replay_or_own(
         cached = state.ledger.cached_reply(kh, idem)
         if cached is not None:
             if cached[0] != body_sha:
-                raise ApiError(422, "idempotency_mismatch", "Idempotency-Key was used before with another image")
+                raise ApiError(
+                    422,
+                    "idempotency_mismatch",
+                    "Idempotency-Key was used before with another image (or other query parameters)",
+                )
             state.metrics.answer(replay=True)
             audit["replay_of"] = cached[2]
             return Response(
@@ -89,7 +119,15 @@ async def _replay_or_own(
     return fut
 
 
-async def _answer(state: AppState, caller: Caller, idem: str | None, upload: Upload, audit: dict[str, Any]) -> Response:
+async def _answer(
+    state: AppState,
+    caller: Caller,
+    idem: str | None,
+    upload: Upload,
+    audit: dict[str, Any],
+    encode: Encoder,
+    fingerprint: str,
+) -> Response:
     s, model = state.settings, state.model
     earlier = state.poisoned(upload.sha256)
     if earlier is not None:
@@ -101,8 +139,10 @@ async def _answer(state: AppState, caller: Caller, idem: str | None, upload: Upl
     try:
         state.batcher.arriving += 1
         try:
-            w, h = probe_image_header(upload.data, s)
-            x = await _maybe_thread(w * h, decode_upload, upload.data, s)
+            header = probe_image_header(upload.data, s)
+            _refuse(model.input_refusal(header.width, header.height, header.mode, header.transparent))
+            x = await _maybe_thread(header.width * header.height, decode_upload, upload.data, s)
+            _refuse(model.input_refusal(x.shape[-1], x.shape[-2]))  # EXIF orientation may have turned it
             try:
                 fut = state.batcher.submit(x)
             except QueueFull as err:
@@ -115,8 +155,8 @@ async def _answer(state: AppState, caller: Caller, idem: str | None, upload: Upl
             raise ApiError(
                 500, "victim_error", f"the model answered {tuple(row.shape)} {row.dtype}, expected {expected}"
             )
-        body = await _maybe_thread(row.numel() // max(1, row.shape[0]), model.encode, row)
-        spent = state.ledger.charge(caller.key_hash, idem, upload.sha256, body, audit["request_id"])
+        body = await _maybe_thread(row.numel() // max(1, row.shape[0]), encode, row)
+        spent = state.ledger.charge(caller.key_hash, idem, fingerprint, body, audit["request_id"])
         reserved = False
     finally:
         if reserved:
@@ -125,6 +165,12 @@ async def _answer(state: AppState, caller: Caller, idem: str | None, upload: Upl
     audit["remaining"] = max(0, caller.policy.budget - spent)
     audit["answer_sha256"] = hashlib.sha256(body).hexdigest()
     return Response(body, media_type=model.media_type)
+
+
+def _refuse(refusal: tuple[str, str] | None) -> None:
+    """The model's refusal of an input (its size or image mode) as a 422."""
+    if refusal is not None:
+        raise ApiError(422, *refusal)
 
 
 async def _model_answer(state: AppState, fut: asyncio.Future, input_sha: str) -> Any:

@@ -1,7 +1,14 @@
-"""The audited route class: every request to a model route gets a request id, JSON errors that
-carry the caller's remaining budget, a line in the audit log and a count in the metrics.
+"""The audited route class: every request to a model route (and to ``/v1/usage``) gets a request
+id, JSON errors that carry the caller's remaining budget, a line in the audit log and a count in
+the metrics (by route).
 
-Routers of model endpoints use ``APIRouter(route_class=AuditedRoute)``; their handlers and
+The audit log (``--request-log``) has one JSON object per line: ``time`` (Unix seconds),
+``route``, ``status``, ``latency_s``, ``request_id``, and what the request got to: ``key`` (the
+first 12 hex digits of the key's SHA-256, never the key), ``remaining``, ``input_sha256``,
+``idempotency_key``, ``replay_of`` (the original request id of a replay), ``answer_sha256``,
+``error`` (the error code).
+
+Routers of these endpoints use ``APIRouter(route_class=AuditedRoute)``; their handlers and
 dependencies raise :class:`~copymark.serving.http_errors.ApiError` and fill the audit record
 (``request.state.audit``), and this wrapper does the rest, in one place.
 """
@@ -23,6 +30,7 @@ from copymark.serving.http_errors import ApiError, json_error
 class AuditedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        route = self.path
 
         async def audited(request: Request) -> Response:
             state = request.app.state.copymark
@@ -47,8 +55,8 @@ class AuditedRoute(APIRoute):
             if "remaining" in audit and "x-budget-remaining" not in response.headers:
                 response.headers["X-Budget-Remaining"] = str(audit["remaining"])
             dt = time.perf_counter() - t0
-            state.metrics.request(response.status_code, dt)
-            state.log(time=time.time(), status=response.status_code, latency_s=round(dt, 6), **audit)
+            state.metrics.request(route, response.status_code, dt)
+            state.log(time=time.time(), route=route, status=response.status_code, latency_s=round(dt, 6), **audit)
             return response
 
         return audited

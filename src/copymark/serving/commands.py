@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-SERVE_HELP = """Serve a victim model behind the budgeted, rate-limited inference API.
+SERVE_HELP = """Serve a model behind the budgeted, rate-limited inference API: an image -> image
+model (`--victim`, answered at `POST /v1/translate`) or a classifier (`--classifier`, answered at
+`POST /v1/classify`). The API (every endpoint, header, status and error code, the metrics, the
+usage ledger and the keys file) is documented in docs/API.md; `GET /openapi.json` is its schema.
 
 **Models** (`--victim`): `classical:stylize`, `classical:edge_preserving`, `classical:cartoon`,
 `classical:bicubic_x4` (with `?param=value` options); a copymark checkpoint folder or training
@@ -15,10 +18,20 @@ a factory (importable: installed or on PYTHONPATH) that returns an `nn.Module`, 
 FILE (`.safetensors`, or a `torch.save` state dict read with `weights_only=True`) must match
 its keys exactly.
 
-**Tensor contract.** Checkpoints and TorchScript nets get float32 `N x 3 x H x W`, RGB, values
-in [0, 1], and must return `N x 3 x (H*scale) x (W*scale)` RGB in [0, 1]. A `python:` module
-declares its convention as attributes (`value_range` (0, 1) / (-1, 1) / (0, 255),
-`color_order` "RGB" / "BGR", `scale`, `stride`, `fixed_size`) or spec options
+**Classifiers** (`--classifier`): a copymark checkpoint folder of a classifier, a run folder of
+`copymark classifier train`, or `python:PKG.MODULE:FACTORY?input_size=32 --weights FILE`. The
+net gets float32 `N x 3 x H x W` RGB in [0, 1] at exactly its input size (from its config, its
+`input_size` attribute, the spec option or `--input-size`) and returns `N x K` logits; the server computes the
+softmax in float64. Images of any other size are refused (422 `wrong_input_size`), never
+resized. Class names (optional) come from `--class-names FILE` (JSON list or one per line), else
+the checkpoint's config or provenance, else the module's `class_names`. `--answer label` hides
+the scores (answers carry the label only); `--answer topk` (default) adds the `top_k` most
+probable classes with their probabilities (`?top_k=N`, default 5).
+
+**Tensor contract** (`--victim`). Checkpoints and TorchScript nets get float32 `N x 3 x H x W`,
+RGB, values in [0, 1], and must return `N x 3 x (H*scale) x (W*scale)` RGB in [0, 1]. A
+`python:` module declares its convention as attributes (`value_range` (0, 1) / (-1, 1) /
+(0, 255), `color_order` "RGB" / "BGR", `scale`, `stride`, `fixed_size`) or spec options
 (`?value_range=-1,1&color_order=BGR&scale=4&stride=4`); copymark converts to it and back, and an
 option that contradicts the module is an error. Sizes that are not a multiple of the net's
 stride are reflect-padded up to the next multiple and the answer is cropped back to
@@ -38,8 +51,8 @@ serving. `inline` runs it in the server process (no copy, no restart; a crash ki
 server).
 
 **Limits**, checked from the image header before decoding: `--max-pixels` (413), `--min-side`,
-`--max-aspect` (422). The API (`/v1/translate`, `/v1/info`, `/v1/health`, `/metrics`, every
-status code) is described at `GET /openapi.json`.
+`--max-aspect` (422). Endpoints: the model's route, `/v1/usage` (a key's own budget),
+`/v1/info`, `/v1/health`, `/metrics`, `/openapi.json`; `/docs` (Swagger UI) only with `--docs`.
 """
 
 
@@ -48,14 +61,34 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve", help=SERVE_HELP)
     def serve(
-        victim: str = typer.Option(
-            ...,
+        victim: str | None = typer.Option(
+            None,
             "--victim",
-            help="model SPEC: classical:NAME?PARAMS, a checkpoint or run folder, a TorchScript file "
+            help="image model SPEC: classical:NAME?PARAMS, a checkpoint or run folder, a TorchScript file "
             "(trusted sources only: it is code), or python:PKG.MODULE:FACTORY with --weights",
         ),
+        classifier: str | None = typer.Option(
+            None,
+            "--classifier",
+            help="classifier SPEC: a checkpoint or run folder of a classifier, or "
+            "python:PKG.MODULE:FACTORY?input_size=N with --weights (returns N x K logits)",
+        ),
         weights: Path | None = typer.Option(
-            None, "--weights", help="state dict for a python: victim (.safetensors, or torch.save with weights_only)"
+            None, "--weights", help="state dict for a python: model (.safetensors, or torch.save with weights_only)"
+        ),
+        class_names: Path | None = typer.Option(
+            None, "--class-names", help="classifiers: names of the classes, a JSON list or one per line (index = label)"
+        ),
+        input_size: str | None = typer.Option(
+            None,
+            "--input-size",
+            help="classifiers: the input size N or HxW, for nets that declare none (e.g. steganalyzers)",
+        ),
+        answer: str = typer.Option(
+            "topk", "--answer", help="classifiers: topk (label + top-k probabilities) | label (the label only)"
+        ),
+        docs: bool = typer.Option(
+            False, "--docs", help="serve Swagger UI at /docs (its page loads Swagger's JavaScript from a CDN)"
         ),
         keys: Path = typer.Option(
             ..., "--keys", help='JSON keys file {"KEY": {"budget": N, "rate_per_s": R, "burst": B}}'
@@ -91,10 +124,13 @@ def register(app: typer.Typer) -> None:
         from copymark.config import parse_config
         from copymark.errors import ConfigError
         from copymark.serving.app import create_app, start_model
+        from copymark.serving.classifiers import load_classifier, parse_input_size
         from copymark.serving.models import load_model
         from copymark.serving.server import serve_forever
         from copymark.serving.settings import ServeSettings
 
+        if answer not in ("topk", "label"):
+            raise ConfigError(f"--answer must be topk or label, got {answer!r}")
         settings = parse_config(
             ServeSettings,
             {
@@ -111,9 +147,19 @@ def register(app: typer.Typer) -> None:
                 "request_log": request_log,
                 "idempotency_cache": idempotency_cache,
                 "isolation": isolation,
+                "classify_answer": answer,
+                "docs": docs,
             },
             where="serve options",
         )
+        if (victim is None) == (classifier is None):
+            raise ConfigError(
+                "give exactly one of --victim SPEC (an image model) and --classifier SPEC (a classifier)",
+                hint="see `copymark serve --help` and docs/API.md",
+            )
+        if victim is not None and (class_names is not None or answer != "topk" or input_size is not None):
+            raise ConfigError("--class-names, --input-size and --answer are for --classifier, not --victim")
+        size = parse_input_size(input_size, "--input-size") if input_size is not None else None
         if threads < 0:
             raise ConfigError(f"--threads must be >= 0, got {threads}")
         if threads:
@@ -122,10 +168,16 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         # with a worker, this process only needs the model's metadata: keep it off the accelerator
         worker = settings.isolation != "inline"
-        v = load_model(victim, "cpu" if worker else device, weights)
+        here = "cpu" if worker else device
+        if classifier is not None:
+            v = load_classifier(classifier, here, weights, class_names, size)
+        else:
+            assert victim is not None
+            v = load_model(victim, here, weights)
         if worker and v.source is not None:
             v.source = replace(v.source, device=device)
         app_ = create_app(v, settings)
         start_model(app_)
-        typer.echo(f"serving victim {v.id} (task {v.task}) on http://{host}:{port}", err=True)
+        what = "classifier" if classifier is not None else "victim"
+        typer.echo(f"serving {what} {v.id} (task {v.task}) on http://{host}:{port}", err=True)
         serve_forever(app_, host, port, log_level)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -69,20 +70,56 @@ class ConventionAdapter(nn.Module):
         return y.flip(1) if self.bgr else y
 
 
-def _parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+def parse_python_spec(
+    spec: str, allowed: tuple[str, ...] = OPTIONS, form: str = SPEC_FORM, what: str = "victim"
+) -> tuple[str, str, dict[str, str]]:
+    """``python:MODULE:FACTORY?options`` -> ``(module, factory, options)``; unknown options are errors."""
     target, _, query = spec[len("python:") :].partition("?")
     module, sep, factory = target.partition(":")
     if not sep or not module or not factory or ":" in factory:
-        raise ConfigError(f"victim spec {spec!r} is not of the form {SPEC_FORM}")
+        raise ConfigError(f"{what} spec {spec!r} is not of the form {form}")
     options: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        if key not in OPTIONS:
+        if key not in allowed:
             raise ConfigError(
-                f"victim spec {spec!r}: unknown option {key!r}",
-                hint=f"options of python: victims: {', '.join(OPTIONS)}",
+                f"{what} spec {spec!r}: unknown option {key!r}",
+                hint=f"options of python: {what}s: {', '.join(allowed)}",
             )
         options[key] = value
     return module, factory, options
+
+
+def factory_module(spec: str, module: str, factory: str) -> nn.Module:
+    """Import ``module``, call ``factory()`` and check that it built an ``nn.Module``; errors name the spec."""
+    what = f"{module}:{factory}"
+    fn = _import_factory(module, factory, spec)
+    try:
+        net = fn()
+    except Exception as err:  # noqa: BLE001 - the user's factory failed
+        raise ConfigError(f"spec {spec!r}: {what}() raised {type(err).__name__}: {err}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(
+            f"spec {spec!r}: {what}() returned {type(net).__name__}, not a torch.nn.Module",
+            hint="the factory must build and return the model (an nn.Module); copymark loads its weights",
+        )
+    return net
+
+
+def load_factory_weights(spec: str, what: str, net: nn.Module, weights: Path | None, weights_key: str | None) -> None:
+    """Load ``weights`` into the factory's module strictly; a module with tensors needs weights."""
+    if weights is not None:
+        match_state_dict(net, read_state_dict(weights, weights_key), weights, what)
+    elif net.state_dict():
+        raise ConfigError(
+            f"spec {spec!r}: {what}'s module has {len(net.state_dict())} parameter/buffer tensors "
+            "but no --weights were given",
+            hint="pass --weights FILE (its state dict); a factory's random initialisation is not a trained model",
+        )
+
+
+def canonical_spec(module: str, factory: str, options: dict[str, str]) -> str:
+    """The spec text that, with the weights' bytes, defines a python: model's opaque id."""
+    return f"python:{module}:{factory}?" + "&".join(f"{k}={options[k]}" for k in sorted(options))
 
 
 def _import_factory(module: str, factory: str, spec: str):
@@ -90,11 +127,11 @@ def _import_factory(module: str, factory: str, spec: str):
         mod = importlib.import_module(module)
     except ModuleNotFoundError as err:
         raise ConfigError(
-            f"victim spec {spec!r}: cannot import module {module!r} ({err})",
+            f"spec {spec!r}: cannot import module {module!r} ({err})",
             hint="install the package, or put its folder on PYTHONPATH (e.g. PYTHONPATH=. copymark serve ...)",
         ) from None
     except Exception as err:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(f"victim spec {spec!r}: importing {module!r} failed: {type(err).__name__}: {err}") from None
+        raise ConfigError(f"spec {spec!r}: importing {module!r} failed: {type(err).__name__}: {err}") from None
     fn = getattr(mod, factory, None)
     if fn is None:
         public = sorted(
@@ -103,15 +140,16 @@ def _import_factory(module: str, factory: str, spec: str):
             if not n.startswith("_") and callable(obj) and getattr(obj, "__module__", None) == mod.__name__
         )[:12]
         raise ConfigError(
-            f"victim spec {spec!r}: module {module!r} has no factory {factory!r}",
+            f"spec {spec!r}: module {module!r} has no factory {factory!r}",
             hint=f"callables in {module}: {', '.join(public) or '(none)'}",
         )
     if not callable(fn):
-        raise ConfigError(f"victim spec {spec!r}: {module}.{factory} is a {type(fn).__name__}, not a factory function")
+        raise ConfigError(f"spec {spec!r}: {module}.{factory} is a {type(fn).__name__}, not a factory function")
     return fn
 
 
-def _declared(net: nn.Module, name: str) -> object:
+def declared(net: nn.Module, name: str) -> object:
+    """The module's declaration ``name`` (an attribute), or None."""
     try:
         return getattr(net, name)
     except AttributeError:
@@ -140,26 +178,38 @@ def _positive_int(value: object, name: str, where: str) -> int:
     return n
 
 
-def _contract(net: nn.Module, options: dict[str, str], spec: str) -> dict[str, object]:
-    """The I/O convention: module attributes, or spec options; a contradiction is an error."""
-    where = f"victim spec {spec!r}"
-    parse = {
+def declared_contract(
+    net: nn.Module,
+    options: dict[str, str],
+    spec: str,
+    extra: dict[str, Callable[[object], object]] | None = None,
+    what: str = "victim",
+) -> dict[str, object]:
+    """The I/O convention: module attributes, or spec options; a contradiction is an error.
+
+    ``value_range`` and ``color_order`` (with their defaults), ``scale`` and ``stride`` unless
+    ``extra`` gives other declarations (name -> parser of an attribute or option value)."""
+    where = f"{what} spec {spec!r}"
+    parse: dict[str, Callable[[object], object]] = {
         "value_range": lambda v: _range_of(v, where),
         "color_order": lambda v: _color(v, where),
-        "scale": lambda v: _positive_int(v, "scale", where),
-        "stride": lambda v: _positive_int(v, "stride", where),
     }
+    if extra is None:
+        parse["scale"] = lambda v: _positive_int(v, "scale", where)
+        parse["stride"] = lambda v: _positive_int(v, "stride", where)
+    else:
+        parse.update(extra)
     out: dict[str, object] = {}
     for name, conv in parse.items():
-        raw = _declared(net, name)
-        declared = conv(raw) if raw is not None else None
+        raw = declared(net, name)
+        said = conv(raw) if raw is not None else None
         option = conv(options[name]) if name in options else None
-        if declared is not None and option is not None and declared != option:
+        if said is not None and option is not None and said != option:
             raise ConfigError(
                 f"{where}: option {name}={options[name]} contradicts the module's declared {name} {raw!r}",
                 hint=f"drop the {name} option (the factory already declares it) or fix the factory",
             )
-        out[name] = declared if declared is not None else option
+        out[name] = said if said is not None else option
     out["value_range"] = out["value_range"] or (0.0, 1.0)
     out["color_order"] = out["color_order"] or "RGB"
     return out
@@ -246,28 +296,12 @@ def python_model(spec: str, weights: Path | None, device: str | torch.device = "
     """The served model of a ``python:PKG.MODULE:FACTORY`` spec with its ``weights`` file."""
     from copymark.translate import wrap_module
 
-    module, factory, options = _parse_spec(spec)
+    module, factory, options = parse_python_spec(spec)
     what = f"{module}:{factory}"
-    fn = _import_factory(module, factory, spec)
-    try:
-        net = fn()
-    except Exception as err:  # noqa: BLE001 - the user's factory failed
-        raise ConfigError(f"victim spec {spec!r}: {what}() raised {type(err).__name__}: {err}") from None
-    if not isinstance(net, nn.Module):
-        raise ConfigError(
-            f"victim spec {spec!r}: {what}() returned {type(net).__name__}, not a torch.nn.Module",
-            hint="the factory must build and return the model (an nn.Module); copymark loads its weights",
-        )
-    contract = _contract(net, options, spec)
-    if weights is not None:
-        match_state_dict(net, read_state_dict(weights, options.get("weights_key")), weights, what)
-    elif net.state_dict():
-        raise ConfigError(
-            f"victim spec {spec!r}: {what}'s module has {len(net.state_dict())} parameter/buffer tensors "
-            "but no --weights were given",
-            hint="pass --weights FILE (its state dict); a factory's random initialisation is not a trained model",
-        )
-    fixed = _declared(net, "fixed_size")
+    net = factory_module(spec, module, factory)
+    contract = declared_contract(net, options, spec)
+    load_factory_weights(spec, what, net, weights, options.get("weights_key"))
+    fixed = declared(net, "fixed_size")
     adapter = ConventionAdapter(net, contract["value_range"], str(contract["color_order"]))  # type: ignore[arg-type]
     scale, stride = contract["scale"], contract["stride"]
     model = wrap_module(
@@ -280,7 +314,7 @@ def python_model(spec: str, weights: Path | None, device: str | torch.device = "
         fixed_size=(fixed, fixed) if isinstance(fixed, int) else fixed,  # type: ignore[arg-type]
     )
     _check_scale(model, what, spec, declared=scale is not None)
-    canonical = f"python:{what}?" + "&".join(f"{k}={options[k]}" for k in sorted(options))
+    canonical = canonical_spec(module, factory, options)
     vid = file_id([weights], salt=canonical) if weights is not None else spec_id(canonical)
     task: Task = "sr" if model.scale > 1 else "style"
     return ImageModel(factory, task, model, vid, scale=model.scale, params=dict(options))

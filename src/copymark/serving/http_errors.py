@@ -45,17 +45,51 @@ STATUS_TEXT = {
     413: "upload larger than max_upload_bytes, or image larger than max_pixels (read from its header)",
     415: "not a decodable image (send PNG, JPEG, WebP, BMP or TIFF bytes)",
     422: "empty body, missing multipart field 'image', corrupt image, image smaller than min_side or "
-    "more elongated than max_aspect, or an Idempotency-Key reused with another image",
+    "more elongated than max_aspect, a classifier's input of the wrong size or image mode, a query "
+    "parameter out of range, or an Idempotency-Key reused with another request",
     429: "rate limit exceeded; wait Retry-After seconds (X-Retry-After-Ms: milliseconds)",
     500: "the model failed or crashed on this input (not charged; the server keeps serving)",
     503: "the request queue is full, the model is restarting, or the server is shutting down; retry later",
     504: "the model did not answer within the inference timeout (not charged)",
 }
 
+REQUEST_ID_HEADER = {
+    "description": "this request's id (also in the server's audit log); quote it when reporting a problem",
+    "schema": {"type": "string"},
+}
+BUDGET_HEADER = {
+    "description": "answers left on the key's budget (sent once the key is known)",
+    "schema": {"type": "integer"},
+}
+RETRY_AFTER = {"description": "seconds to wait before retrying (a whole number)", "schema": {"type": "integer"}}
+ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "always 'Bearer'", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": RETRY_AFTER,
+        "X-Retry-After-Ms": {
+            "description": "the same wait in milliseconds, rounded up (more precise than Retry-After)",
+            "schema": {"type": "integer"},
+        },
+    },
+    503: {"Retry-After": RETRY_AFTER},
+}
+
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for these status codes, all with the :class:`ErrorBody` schema."""
-    return {code: {"model": ErrorBody, "description": STATUS_TEXT[code]} for code in codes}
+    """OpenAPI ``responses`` entries for these status codes, all with the :class:`ErrorBody` schema
+    and the headers an audited route sends with them."""
+    return {
+        code: {
+            "model": ErrorBody,
+            "description": STATUS_TEXT[code],
+            "headers": {
+                "X-Request-Id": REQUEST_ID_HEADER,
+                "X-Budget-Remaining": BUDGET_HEADER,
+                **ERROR_HEADERS.get(code, {}),
+            },
+        }
+        for code in codes
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,9 +1,10 @@
 """Prometheus text-format metrics, written by hand (no extra dependency).
 
-Exposed at ``GET /metrics`` in the text exposition format 0.0.4:
-``copymark_requests_total{status}``, ``copymark_rejects_total{reason}``,
-``copymark_request_latency_seconds`` (histogram, successful answers and errors alike),
-``copymark_batch_size`` (histogram of victim batch sizes), ``copymark_answers_total``,
+Exposed at ``GET /metrics`` in the text exposition format 0.0.4 (each metric, its labels and
+meaning are listed in docs/API.md): ``copymark_requests_total{route,status}`` and
+``copymark_request_latency_seconds{route}`` (histogram) for the audited routes (the model's
+route and ``/v1/usage``), ``copymark_rejects_total{reason}`` (by ``error`` code),
+``copymark_batch_size`` (histogram of model batch sizes), ``copymark_answers_total``,
 ``copymark_replays_total``, ``copymark_queue_depth`` (gauge), ``copymark_model_restarts_total``
 (restarts of the model worker after a crash or a hang; 0 for inline models).
 """
@@ -31,13 +32,16 @@ class Histogram:
             if v <= b:
                 self.counts[i] += 1
 
-    def render(self, name: str) -> list[str]:
+    def render(self, name: str, labels: str = "") -> list[str]:
+        """Sample lines; ``labels`` (e.g. ``route="/v1/translate"``) go before ``le``."""
+        pre = f"{labels}," if labels else ""
+        tail = f"{{{labels}}}" if labels else ""
         lines = []
         for b, c in zip(self.buckets, self.counts):
-            lines.append(f'{name}_bucket{{le="{b:g}"}} {c}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.total}')
-        lines.append(f"{name}_sum {self.sum:.6f}")
-        lines.append(f"{name}_count {self.total}")
+            lines.append(f'{name}_bucket{{{pre}le="{b:g}"}} {c}')
+        lines.append(f'{name}_bucket{{{pre}le="+Inf"}} {self.total}')
+        lines.append(f"{name}_sum{tail} {self.sum:.6f}")
+        lines.append(f"{name}_count{tail} {self.total}")
         return lines
 
 
@@ -46,19 +50,21 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.requests: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, str]] = Counter()  # (route, status)
         self.rejects: Counter[str] = Counter()
-        self.latency = Histogram(LATENCY_BUCKETS)
+        self.latency: dict[str, Histogram] = {}  # route -> histogram
         self.batch = Histogram(BATCH_BUCKETS)
         self.answers = 0
         self.replays = 0
         self.queue_depth = 0
         self.model_restarts = 0
 
-    def request(self, status: int, seconds: float) -> None:
+    def request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
-            self.requests[str(status)] += 1
-            self.latency.observe(seconds)
+            self.requests[(route, str(status))] += 1
+            if route not in self.latency:
+                self.latency[route] = Histogram(LATENCY_BUCKETS)
+            self.latency[route].observe(seconds)
 
     def reject(self, reason: str) -> None:
         with self._lock:
@@ -78,29 +84,38 @@ class Metrics:
     def render(self) -> str:
         with self._lock:
             out = [
-                "# HELP copymark_requests_total Requests to /v1/translate by HTTP status.",
+                "# HELP copymark_requests_total Requests to the audited routes (the model's, /v1/usage), "
+                "by route and HTTP status.",
                 "# TYPE copymark_requests_total counter",
             ]
-            out += [f'copymark_requests_total{{status="{s}"}} {n}' for s, n in sorted(self.requests.items())]
             out += [
-                "# HELP copymark_rejects_total Requests refused, by reason.",
+                f'copymark_requests_total{{route="{r}",status="{s}"}} {n}'
+                for (r, s), n in sorted(self.requests.items())
+            ]
+            out += [
+                "# HELP copymark_rejects_total Requests refused, by error code.",
                 "# TYPE copymark_rejects_total counter",
             ]
             out += [f'copymark_rejects_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejects.items())]
             out += [
-                "# HELP copymark_answers_total Images answered by running the victim (charged).",
+                "# HELP copymark_answers_total Requests answered by running the model (charged).",
                 "# TYPE copymark_answers_total counter",
                 f"copymark_answers_total {self.answers}",
                 "# HELP copymark_replays_total Answers replayed from the Idempotency-Key cache (not charged).",
                 "# TYPE copymark_replays_total counter",
                 f"copymark_replays_total {self.replays}",
-                "# HELP copymark_request_latency_seconds Latency of /v1/translate requests.",
+                "# HELP copymark_request_latency_seconds Latency of requests to the audited routes, by route "
+                "(answers and errors alike).",
                 "# TYPE copymark_request_latency_seconds histogram",
-                *self.latency.render("copymark_request_latency_seconds"),
-                "# HELP copymark_batch_size Images per victim call (dynamic micro-batching).",
+                *(
+                    line
+                    for r, h in sorted(self.latency.items())
+                    for line in h.render("copymark_request_latency_seconds", f'route="{r}"')
+                ),
+                "# HELP copymark_batch_size Images per model call (dynamic micro-batching).",
                 "# TYPE copymark_batch_size histogram",
                 *self.batch.render("copymark_batch_size"),
-                "# HELP copymark_queue_depth Requests waiting for the victim.",
+                "# HELP copymark_queue_depth Requests waiting for the model.",
                 "# TYPE copymark_queue_depth gauge",
                 f"copymark_queue_depth {self.queue_depth}",
                 "# HELP copymark_model_restarts_total Model worker restarts after a crash or a hang.",

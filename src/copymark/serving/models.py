@@ -13,16 +13,18 @@ dtype, finite values) and encodes it; nothing in the app assumes an image comes 
 
 * :class:`ImageModel` (image -> image; the style and super-resolution victims): returns
   ``N x 3 x (H*scale) x (W*scale)`` in ``[0, 1]``, answered as an 8-bit PNG.
-* an image -> label model (a served classifier) declares ``N x num_classes`` scores and a
-  JSON encoding in the same way.
+* :class:`LabelModel` (image -> label; a served classifier): returns ``N x num_classes``
+  logits for inputs of exactly its declared ``input_size``, answered as JSON (the label, its
+  class name if known, and optionally the top-k softmax probabilities, computed in float64).
 
-``source`` (a :class:`ModelSource`: spec, device, weights) is set by :func:`load_model`, so
+``source`` (a :class:`ModelSource`: spec, device, weights, kind) is set by :func:`load_model`
+(and :func:`copymark.serving.classifiers.load_classifier`), so
 the server can rebuild the model in a supervised worker process
 (:mod:`copymark.serving.execution`); :func:`function_model` wraps an in-process callable,
 which has no source and is served inline.
 
-Specs (``copymark serve --victim SPEC``)
-----------------------------------------
+Specs (``copymark serve --victim SPEC``; classifiers: ``--classifier SPEC``, see :mod:`.classifiers`)
+----------------------------------------------------------------------------------------------------
 * ``classical:stylize``, ``classical:edge_preserving``, ``classical:cartoon``,
   ``classical:bicubic_x4`` with ``?param=value`` options (:mod:`copymark.serving.classical`).
 * a copymark checkpoint folder (``model.safetensors`` + ``config.json``), a training run folder
@@ -66,6 +68,7 @@ architecture is source you can read. ``torch.jit`` is deprecated upstream; its s
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,11 +102,15 @@ class ModelOutputError(Exception):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """How to build a served model again, in another process: ``load_model(spec, device, weights)``."""
+    """How to build a served model again, in another process (:func:`build_from_source`):
+    ``load_model(spec, device, weights)`` for ``kind="image"``, ``load_classifier(...)`` for
+    ``kind="label"``."""
 
     spec: str
     device: str = "cpu"
     weights: str | None = None
+    kind: Literal["image", "label"] = "image"
+    input_size: tuple[int, int] | None = None  # a classifier's input size given at the command line
 
 
 @dataclass(eq=False)
@@ -164,6 +171,15 @@ class ServedModel:
         """What ``/v1/info`` says about the model: never its architecture, name or parameters."""
         return {"task": self.task, "victim_id": self.id, "output": self.media_type}
 
+    def input_refusal(
+        self, width: int, height: int, mode: str | None = None, transparent: bool = False
+    ) -> tuple[str, str] | None:
+        """``(error code, detail)`` when the model refuses an input of this size and image mode
+        (answered 422 before anything is run), else None. Image models take any size and mode
+        (decoded to RGB); a classifier takes only its declared size and modes that convert to
+        RGB exactly."""
+        return None
+
 
 @dataclass(eq=False)
 class ImageModel(ServedModel):
@@ -194,6 +210,84 @@ class ImageModel(ServedModel):
         return {**super().public_info(), "scale": self.scale}
 
 
+TOP_K_DEFAULT = 5
+TOP_K_MAX = 100
+EXACT_RGB_MODES = ("1", "L", "P", "RGB", "I;16", "I;16B", "I;16L", "I;16N")
+"""Image modes whose decoding to RGB changes no pixel value: bilevel, grey (replicated), a
+palette without transparency, RGB, and 16-bit grey (divided by 65535). Modes with alpha
+(RGBA, LA, PA, a palette with a transparent entry) would lose it, CMYK and YCbCr would go
+through a colour conversion, 32-bit integers ("I", scaled by a range guessed from the
+values) and floats ("F", clipped) have no fixed mapping to [0, 1]: a classifier refuses them."""
+
+
+@dataclass(eq=False)
+class LabelModel(ServedModel):
+    """An image -> label model (a classifier): ``N x 3 x H x W`` -> ``N x num_classes`` logits.
+
+    ``input_size`` ``(height, width)`` is the only size it takes: other sizes are refused (422
+    ``wrong_input_size``), never resized, so an image sent at the model's size is classified
+    exactly as sent (an owner's trigger images must not be resampled). Answers travel as
+    float64 logits (a float32 net's logits, upcast exactly); :meth:`encode` computes the
+    softmax in float64 and writes JSON. ``class_names`` (index = label) may be empty.
+    """
+
+    num_classes: int = 2
+    input_size: tuple[int, int] = (32, 32)
+    class_names: tuple[str, ...] = ()
+
+    output_kind: ClassVar[str] = "label"
+    media_type: ClassVar[str] = "application/json"
+    wire_dtype: ClassVar[torch.dtype] = torch.float64
+
+    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (self.num_classes,)
+
+    def to_wire(self, y: torch.Tensor) -> torch.Tensor:
+        return y.detach().to("cpu", torch.float64)
+
+    def class_name(self, label: int) -> str | None:
+        return self.class_names[label] if self.class_names else None
+
+    def encode(self, row: torch.Tensor, top_k: int | None = TOP_K_DEFAULT) -> bytes:
+        """One row of logits -> the JSON answer: ``label`` (the arg max; the lowest index on a
+        tie) and ``class_name``, plus, unless ``top_k`` is None (label-only answers), the
+        ``top_k`` most probable classes with their float64 softmax probabilities, most probable
+        first (ties: lower index first), so ``top_k[0]`` is always the label."""
+        logits = row.to(torch.float64)
+        order = torch.sort(logits, descending=True, stable=True).indices
+        label = int(order[0])
+        out: dict[str, Any] = {"label": label, "class_name": self.class_name(label)}
+        if top_k is not None:
+            probs = torch.softmax(logits, dim=0)
+            out["top_k"] = [
+                {"label": int(i), "class_name": self.class_name(int(i)), "probability": float(probs[i])}
+                for i in order[: min(top_k, self.num_classes)]
+            ]
+        return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+
+    def public_info(self) -> dict[str, Any]:
+        h, w = self.input_size
+        return {**super().public_info(), "num_classes": self.num_classes, "input_size": {"height": h, "width": w}}
+
+    def input_refusal(
+        self, width: int, height: int, mode: str | None = None, transparent: bool = False
+    ) -> tuple[str, str] | None:
+        h, w = self.input_size
+        if (height, width) != (h, w):
+            return (
+                "wrong_input_size",
+                f"the image is {width}x{height}; this classifier takes exactly {w}x{h} (width x height) "
+                "and never resizes: resize or crop it yourself",
+            )
+        if mode is not None and (mode not in EXACT_RGB_MODES or (mode == "P" and transparent)):
+            what = f"mode {mode}" + (" with a transparent palette entry" if transparent else "")
+            return (
+                "unsupported_image_mode",
+                f"image {what} does not convert to RGB without changing pixels; send RGB or greyscale without alpha",
+            )
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # building models from specs
 
@@ -219,6 +313,8 @@ def _learned_model(path: Path, device: str) -> ImageModel:
 
     if not path.exists():
         raise ConfigError(f"victim spec {str(path)!r}: no such file or folder", hint=valid_specs_hint())
+    if path.is_dir():
+        _refuse_classifier(resolve_net_folder(path))
     model = load_translation_model(path, device)
     if path.is_dir():  # the id hashes the net actually served (config + weights), not the whole run
         net = resolve_net_folder(path)
@@ -228,6 +324,19 @@ def _learned_model(path: Path, device: str) -> ImageModel:
     scale = int(model.scale)
     task: Task = "sr" if scale > 1 else "style"
     return ImageModel(path.stem if path.is_file() else path.name, task, model, file_id(files), scale=scale)
+
+
+def _refuse_classifier(folder: Path) -> None:
+    """A classifier checkpoint given as a victim: say which option serves it."""
+    from copymark.files import read_json
+
+    raw = read_json(folder / "config.json", ConfigError) if (folder / "config.json").is_file() else None
+    config = raw.get("config") if isinstance(raw, dict) else None
+    if isinstance(config, dict) and "num_classes" in config:
+        raise ConfigError(
+            f"victim spec {str(folder)!r} is a classifier ('{config.get('kind')}' with {config['num_classes']} classes)",
+            hint="serve classifiers with --classifier",
+        )
 
 
 def load_model(spec: str, device: str = "cpu", weights: str | Path | None = None) -> ServedModel:
@@ -264,9 +373,36 @@ def load_model(spec: str, device: str = "cpu", weights: str | Path | None = None
     return model
 
 
+def build_from_source(source: ModelSource) -> ServedModel:
+    """The model a :class:`ModelSource` describes (what the model worker builds)."""
+    match source.kind:
+        case "image":
+            return load_model(source.spec, source.device, source.weights)
+        case "label":
+            from copymark.serving.classifiers import load_classifier
+
+            return load_classifier(source.spec, source.device, source.weights, input_size=source.input_size)
+    raise ConfigError(f"unknown model kind {source.kind!r}")  # pragma: no cover - a Literal
+
+
 def function_model(
     fn: Callable[[torch.Tensor], torch.Tensor], name: str = "function", task: Task = "style", scale: int = 1
 ) -> ImageModel:
     """Wrap any deterministic tensor function as a served image model (tests, benchmarks,
     in-process nets). It has no :class:`ModelSource`, so the server runs it inline."""
     return ImageModel(name, task, fn, spec_id(f"function:{name}:{task}:{scale}"), scale=scale)
+
+
+def function_classifier(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    num_classes: int,
+    input_size: tuple[int, int],
+    name: str = "function",
+    class_names: tuple[str, ...] = (),
+) -> LabelModel:
+    """Wrap a deterministic tensor function returning ``N x num_classes`` logits as a served
+    classifier (tests, in-process nets); served inline, like :func:`function_model`."""
+    vid = spec_id(f"function-classifier:{name}:{num_classes}:{input_size[0]}x{input_size[1]}")
+    return LabelModel(
+        name, "classify", fn, vid, num_classes=num_classes, input_size=input_size, class_names=tuple(class_names)
+    )

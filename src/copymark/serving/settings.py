@@ -12,6 +12,10 @@ the server process (no restart cost, no copy across processes, but a crash takes
 down and a hang blocks it), ``"auto"`` (default) the worker when the model was built from a
 spec by :func:`~copymark.serving.models.load_model`, inline for in-process callables
 (:func:`~copymark.serving.models.function_model`), which cannot be rebuilt elsewhere.
+
+``classify_answer`` (classifiers only): ``"topk"`` answers the label and the ``top_k`` most
+probable classes with their probabilities; ``"label"`` the label alone, as APIs that hide
+their scores do. ``docs``: Swagger UI at ``/docs`` (off by default: see docs/API.md).
 """
 
 from __future__ import annotations
@@ -58,6 +62,14 @@ class ServeSettings(StrictModel):
     request_log: Path | None = Field(default=None, description="JSON-lines audit log of every request")
     isolation: Literal["auto", "worker", "inline"] = Field(
         default="auto", description="where the model runs: a supervised worker process, or inline (see module doc)"
+    )
+    classify_answer: Literal["topk", "label"] = Field(
+        default="topk",
+        description="classifiers: answer the top-k labels with probabilities, or the label alone (scores hidden)",
+    )
+    docs: bool = Field(
+        default=False,
+        description="serve Swagger UI at /docs (its page loads Swagger's JavaScript from a CDN in the viewer's browser)",
     )
 
     def usage_path(self) -> Path:

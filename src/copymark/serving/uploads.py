@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import warnings
+from typing import NamedTuple
 
 import torch
 from fastapi import Request
@@ -86,8 +87,17 @@ async def image_bytes(request: Request, body: bytes) -> bytes:
     return data
 
 
-def probe_image_header(data: bytes, limits: ServeSettings) -> tuple[int, int]:
-    """Width and height from the header only; refuse what the limits forbid before decoding.
+class ImageHeader(NamedTuple):
+    """What an image's header says: size, PIL mode, and whether a palette has a transparent entry."""
+
+    width: int
+    height: int
+    mode: str
+    transparent: bool
+
+
+def probe_image_header(data: bytes, limits: ServeSettings) -> ImageHeader:
+    """Width, height and mode from the header only; refuse what the limits forbid before decoding.
 
     413 too many pixels (or a decompression bomb), 415 not an image, 422 an unreadable header,
     a side shorter than ``min_side`` or an aspect ratio above ``max_aspect``.
@@ -97,6 +107,7 @@ def probe_image_header(data: bytes, limits: ServeSettings) -> tuple[int, int]:
             warnings.simplefilter("ignore")  # Pillow's metadata and bomb warnings: we decide below
             img = Image.open(io.BytesIO(data))  # lazy: parses the header, decodes no pixels
             w, h = (int(v) for v in img.size)
+            mode, transparent = str(img.mode), "transparency" in img.info
     except Image.DecompressionBombError as err:
         raise ApiError(413, "too_many_pixels", f"refused as a decompression bomb: {err}") from None
     except UnidentifiedImageError:
@@ -119,7 +130,7 @@ def probe_image_header(data: bytes, limits: ServeSettings) -> tuple[int, int]:
             "aspect_ratio_too_large",
             f"image header declares {w}x{h} (aspect {max(w, h) / min(w, h):.4g}); the limit is {limits.max_aspect:g}",
         )
-    return w, h
+    return ImageHeader(w, h, mode, transparent)
 
 
 def decode_upload(data: bytes, limits: ServeSettings) -> torch.Tensor:

@@ -8,7 +8,7 @@ method, so a restart forks a clean process that already imported torch). Message
   images are 8-bit, which is every PNG/JPEG upload, else float32), or ``("stop",)``
   (the server also stops a worker with SIGTERM, or SIGKILL after a hang);
 * worker -> server: ``("ok", dtype, shape)`` then the answers as raw bytes (the model's wire
-  dtype: uint8 for images), or ``("failed", exception type, message)`` for a Python
+  dtype: uint8 for images, float64 for logits), or ``("failed", exception type, message)`` for a Python
   exception raised by the model (the worker keeps serving).
 
 Tensors travel as raw bytes, never pickled. A crash (signal, abort, ``os._exit``) closes the
@@ -30,9 +30,9 @@ import torch
 
 from copymark.errors import CopymarkError
 from copymark.images import from_uint8
-from copymark.serving.models import ModelSource, load_model
+from copymark.serving.models import ModelSource, build_from_source
 
-DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
+DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
 
 
 def send_tensor(conn: Connection, tag: str, t: torch.Tensor) -> None:
@@ -73,7 +73,7 @@ def serve(conn: Connection, source: ModelSource, threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        model = load_model(source.spec, source.device, source.weights)
+        model = build_from_source(source)
     except CopymarkError as err:
         conn.send(("error", err.message, err.hint))
         return
