@@ -336,3 +336,35 @@ def test_campaign_records_are_kept_per_victim(tmp_path):
     assert store.campaign("v3") == {}
     store.set_meta("campaign", json.dumps({"budget": 3}))  # a store written before per-victim records
     assert store.campaign("v3") == {"budget": 3} and store.campaign("v1")["budget"] == 100
+
+
+def test_label_answers_are_json_files_never_training_pairs(tmp_path):
+    store = QueryStore(tmp_path / "s")
+    img = store.add_input(_png(1), "translator")
+    store.record_answer(img, "translator", _png(2))
+    lab = store.add_input(_png(3), "classifier")
+    body = b'{"label": 2, "class_name": "cat"}'
+    sha = store.record_answer(lab, "classifier", body, kind="label")
+    assert store.answer_path(sha, "label").suffix == ".json" and store.answer_path(sha, "label").read_bytes() == body
+    assert store.answer_for(lab, "classifier") == body
+    assert store.pairs("classifier") == [] and len(store.pairs("translator")) == 1
+    rep = store.integrity_check()
+    assert rep.ok and rep.answered == 2 and rep.orphan_files == 0
+    store.answer_path(sha, "label").write_bytes(b'{"label": 3, "class_name": "dog"}')  # a changed label
+    assert [d.what for d in store.integrity_check().damaged] == ["answer"]
+    with pytest.raises(ValueError, match="answer kind"):
+        store.record_answer(img, "translator", _png(2), kind="text")
+
+
+def test_a_store_made_before_label_answers_opens_and_reads_as_images(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "old"
+    store = QueryStore(root)
+    sha = store.add_input(_png(1), "v")
+    store.record_answer(sha, "v", _png(2))
+    store.close()
+    with sqlite3.connect(root / "index.sqlite") as db:  # the schema of earlier versions: no answer_kind
+        db.execute("ALTER TABLE queries DROP COLUMN answer_kind")
+    again = QueryStore(root)
+    assert again.answer_for(sha, "v") == _png(2) and len(again.pairs("v")) == 1 and again.integrity_check().ok

@@ -125,7 +125,7 @@ async def query_all(
                 report.failures.append(f"{source or sha[:12]}: {err.message}")
                 progress("failed")
                 continue
-            store.record_answer(sha, victim_id, ans.body, ans.request_id)
+            store.record_answer(sha, victim_id, ans.body, ans.request_id, kind=answers)
             if ans.replay:
                 report.replayed += 1
                 progress("replayed")

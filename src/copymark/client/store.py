@@ -4,7 +4,7 @@ Layout of a store folder::
 
     index.sqlite             one row per (input hash, victim id)
     inputs/ab/abcdef....png  query images, named by the SHA-256 of their PNG bytes
-    answers/12/1234....png   the victim's answers, named the same way
+    answers/12/1234....png   the victim's answers, named the same way (.json for a classifier's label answers)
 
 Crash safety: every file is written atomically (temp file + fsync + rename) *before* the row
 that names it is committed, so a crash (even SIGKILL) can leave at most an orphan file, never
@@ -49,11 +49,15 @@ CREATE TABLE IF NOT EXISTS queries (
     updated     REAL NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
     error       TEXT,
+    answer_kind TEXT,
     PRIMARY KEY (input_sha, victim_id)
 );
 CREATE INDEX IF NOT EXISTS queries_victim_status ON queries (victim_id, status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+ANSWER_SUFFIX = {"image": ".png", "label": ".json"}  # answer kind -> file suffix
 
 
 def sha256_hex(data: bytes) -> str:
@@ -121,6 +125,9 @@ class QueryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(queries)")}
+            if "answer_kind" not in columns:  # a store made before label answers: all its answers are images
+                self._db.execute("ALTER TABLE queries ADD COLUMN answer_kind TEXT")
         except sqlite3.DatabaseError as err:
             raise DataError(
                 f"{self.db_path}: not a query store index ({err})",
@@ -129,20 +136,21 @@ class QueryStore:
 
     # -- paths ------------------------------------------------------------------------------
 
-    def _path(self, kind: str, sha: str) -> Path:
-        return self.root / kind / sha[:2] / f"{sha}.png"
+    def _path(self, folder: str, sha: str, suffix: str = ".png") -> Path:
+        return self.root / folder / sha[:2] / f"{sha}{suffix}"
 
     def input_path(self, sha: str) -> Path:
         return self._path("inputs", sha)
 
-    def answer_path(self, sha: str) -> Path:
-        return self._path("answers", sha)
+    def answer_path(self, sha: str, kind: str | None = "image") -> Path:
+        """Where an answer lives: ``<sha>.png`` for image answers, ``<sha>.json`` for label answers."""
+        return self._path("answers", sha, ANSWER_SUFFIX[kind or "image"])
 
-    def _put_file(self, kind: str, data: bytes) -> str:
+    def _put_file(self, folder: str, data: bytes, suffix: str = ".png") -> str:
         """Write ``data`` under its hash, unless the file there already holds exactly these bytes
         (a damaged file of the same name -- even of the same size -- is rewritten)."""
         sha = sha256_hex(data)
-        p = self._path(kind, sha)
+        p = self._path(folder, sha, suffix)
         if file_damage(p, sha) is not None:
             atomic_write_bytes(p, data)
         return sha
@@ -172,13 +180,20 @@ class QueryStore:
             (time.time(), input_sha, victim_id),
         )
 
-    def record_answer(self, input_sha: str, victim_id: str, answer_png: bytes, request_id: str = "") -> str:
-        """Store the victim's answer for a registered input; return the answer's hash."""
-        sha = self._put_file("answers", answer_png)  # file first, atomically ...
+    def record_answer(
+        self, input_sha: str, victim_id: str, answer: bytes, request_id: str = "", kind: str = "image"
+    ) -> str:
+        """Store the victim's answer for a registered input; return the answer's hash.
+
+        ``kind``: ``"image"`` (a PNG, from /v1/translate) or ``"label"`` (JSON, from /v1/classify).
+        """
+        if kind not in ANSWER_SUFFIX:
+            raise ValueError(f"answer kind must be one of {', '.join(ANSWER_SUFFIX)}, got {kind!r}")
+        sha = self._put_file("answers", answer, ANSWER_SUFFIX[kind])  # file first, atomically ...
         cur = self._db.execute(  # ... then the row
-            "UPDATE queries SET status='answered', answer_sha=?, request_id=?, updated=?, error=NULL "
+            "UPDATE queries SET status='answered', answer_sha=?, answer_kind=?, request_id=?, updated=?, error=NULL "
             "WHERE input_sha=? AND victim_id=?",
-            (sha, request_id, time.time(), input_sha, victim_id),
+            (sha, kind, request_id, time.time(), input_sha, victim_id),
         )
         if cur.rowcount != 1:
             raise DataError(f"query store: answer for unknown input {input_sha[:12]} (victim {victim_id})")
@@ -258,12 +273,12 @@ class QueryStore:
         answered). The file is checked against its hash: a damaged answer is a DataError naming
         it, never returned."""
         row = self._db.execute(
-            "SELECT answer_sha FROM queries WHERE input_sha=? AND victim_id=? AND status='answered'",
+            "SELECT answer_sha, answer_kind FROM queries WHERE input_sha=? AND victim_id=? AND status='answered'",
             (input_sha, victim_id),
         ).fetchone()
         if row is None or not row[0]:
             return None
-        p = self.answer_path(row[0])
+        p = self.answer_path(row[0], row[1])
         try:
             data = p.read_bytes()
         except FileNotFoundError:
@@ -316,7 +331,7 @@ class QueryStore:
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def pairs(self, victim_id: str | None = None) -> list[tuple[Path, Path]]:
-        """``[(input_png, answer_png)]`` of answered queries, in query order, for training.
+        """``[(input_png, answer_png)]`` of answered queries with image answers, in query order, for training.
 
         Query order is the order the inputs were registered (just before each was first sent);
         it does not change when a damaged answer is re-queried. ``victim_id`` may be omitted
@@ -332,7 +347,7 @@ class QueryStore:
             victim_id = vs[0]
         rows = self._db.execute(
             "SELECT input_sha, answer_sha FROM queries WHERE victim_id=? AND status='answered' "
-            "ORDER BY created, input_sha",
+            "AND COALESCE(answer_kind, 'image')='image' ORDER BY created, input_sha",
             (victim_id,),
         ).fetchall()
         return [(self.input_path(i), self.answer_path(a)) for i, a in rows]
@@ -348,21 +363,21 @@ class QueryStore:
         if [r[0] for r in res] != ["ok"]:
             problems.append("sqlite: " + "; ".join(str(r[0]) for r in res[:5]))
         rows = self._db.execute(
-            "SELECT input_sha, victim_id, status, answer_sha FROM queries"
+            "SELECT input_sha, victim_id, status, answer_sha, answer_kind FROM queries"
             + (" WHERE victim_id=?" if victim_id is not None else "")
             + " ORDER BY created, input_sha",
             (victim_id,) if victim_id is not None else (),
         ).fetchall()
         damaged: list[Damage] = []
         answered = 0
-        for input_sha, vid, status, answer_sha in rows:
+        for input_sha, vid, status, answer_sha, answer_kind in rows:
             files = [("input", self.input_path(input_sha), input_sha)]
             if status == "answered":
                 answered += 1
                 if not answer_sha:
                     problems.append(f"{input_sha[:12]}/{vid}: answered without an answer hash")
                 else:
-                    files.append(("answer", self.answer_path(answer_sha), answer_sha))
+                    files.append(("answer", self.answer_path(answer_sha, answer_kind), answer_sha))
             for what, p, sha in files:
                 if verify_hashes:
                     reason = file_damage(p, sha)
@@ -379,10 +394,17 @@ class QueryStore:
     def _orphans(self) -> int:
         named = {self.input_path(r[0]) for r in self._db.execute("SELECT DISTINCT input_sha FROM queries")}
         named |= {
-            self.answer_path(r[0])
-            for r in self._db.execute("SELECT DISTINCT answer_sha FROM queries WHERE answer_sha IS NOT NULL")
+            self.answer_path(r[0], r[1])
+            for r in self._db.execute(
+                "SELECT DISTINCT answer_sha, answer_kind FROM queries WHERE answer_sha IS NOT NULL"
+            )
         }
-        return sum(1 for kind in ("inputs", "answers") for p in (self.root / kind).rglob("*.png") if p not in named)
+        return sum(
+            1
+            for folder in ("inputs", "answers")
+            for p in (self.root / folder).rglob("*")
+            if p.suffix in (".png", ".json") and p not in named
+        )
 
     def verify_pairs(self, victim_id: str | None = None) -> tuple[list[tuple[Path, Path]], list[Damage]]:
         """:meth:`pairs`, each file read and checked against its hash: ``(pairs, damaged files)``."""
