@@ -136,3 +136,75 @@ def test_cli_prints_the_verdict_and_exits_2_on_bad_input(world, tmp_path, capsys
     assert "exactly one null rate" in capsys.readouterr().err
     assert main(["verify", "calibrate", "--kit", str(world["kit"]), "--null-model", str(tmp_path / "none"),
                  "--out", str(tmp_path / "c.json")]) == 2  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# through the served classifier's HTTP API
+
+
+def _serve(world, tmp_path, budget: int, model: Path | None = None, isolation: str = "inline"):
+    from copymark.serving.app import create_app
+    from copymark.serving.classifiers import load_classifier
+    from copymark.serving.server import BackgroundServer
+    from copymark.serving.settings import ServeSettings
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"owner-key-0001": {"budget": budget, "rate_per_s": 1000, "burst": 1000}}))
+    settings = ServeSettings(keys_file=keys, usage_db=tmp_path / "usage.sqlite", isolation=isolation)
+    return BackgroundServer(create_app(load_classifier(str(model or world["protected"])), settings))
+
+
+def _charged(url: str) -> int:
+    import httpx
+
+    from copymark.serving.metrics import parse_prometheus_text
+
+    return int(parse_prometheus_text(httpx.get(f"{url}/metrics").text)["copymark_answers_total"])
+
+
+def test_verification_through_the_api_decides_owned_and_never_resends_a_trigger(world, tmp_path):
+    cal = _calibration(world, tmp_path)
+    cfg = dict(kit=world["kit"], calibration=cal, public_key=world["pub"], alpha=1e-3, batch=2)
+    # a budget of 3 answers stops the first attempt before the verdict; the answers are kept
+    with _serve(world, tmp_path, budget=3) as srv:
+        with pytest.raises(Exception, match="rerun the same command to resume") as ei:
+            verify(
+                VerifyConfig(model_url=srv.url, **cfg), api_key="owner-key-0001", run_dir=tmp_path / "v", progress=False
+            )
+        assert "budget" in str(ei.value).lower()
+        assert _charged(srv.url) == 3
+    # the owner gets a larger budget (a new server on the same usage ledger): the rerun pays only the rest
+    keys = {"owner-key-0001": {"budget": 100, "rate_per_s": 1000, "burst": 1000}}
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    from copymark.serving.app import create_app
+    from copymark.serving.classifiers import load_classifier
+    from copymark.serving.server import BackgroundServer
+    from copymark.serving.settings import ServeSettings
+
+    settings = ServeSettings(keys_file=tmp_path / "keys.json", usage_db=tmp_path / "usage.sqlite", isolation="inline")
+    with BackgroundServer(create_app(load_classifier(str(world["protected"])), settings)) as srv:
+        rec = verify(
+            VerifyConfig(model_url=srv.url, **cfg), api_key="owner-key-0001", run_dir=tmp_path / "v", progress=False
+        )
+        new = _charged(srv.url)
+    assert rec["verdict"] == "owned" and rec["false_claim_probability"]["bound"] <= 1e-3
+    assert rec["queries"] == 3 + new  # every trigger answered once over both runs, none sent twice
+    local = _verify(world, tmp_path, world["protected"], "local", batch=2)
+    assert rec["test"]["trace"] == local["test"]["trace"]  # the API's labels are the model's own
+    assert rec["suspect"]["kind"] == "api" and rec["suspect"]["victim_id"]
+
+
+def test_the_api_of_another_model_is_refused_before_any_query(world, tmp_path):
+    from copymark.serving.app import create_app
+    from copymark.serving.models import load_model
+    from copymark.serving.server import BackgroundServer
+    from copymark.serving.settings import ServeSettings
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"owner-key-0001": {"budget": 10}}))
+    app = create_app(load_model("classical:stylize"), ServeSettings(keys_file=keys, isolation="inline"))
+    with BackgroundServer(app) as srv:
+        with pytest.raises(Exception, match="not a classifier"):
+            verify(VerifyConfig(kit=world["kit"], model_url=srv.url, p0=0.05), api_key="owner-key-0001",
+                   run_dir=tmp_path / "x", progress=False)  # fmt: skip
+    assert not (tmp_path / "x").exists()

@@ -220,6 +220,7 @@ def load_classifier(
 
 def _checkpoint_classifier(path: Path, device: torch.device, given: tuple[int, int] | None) -> LabelModel:
     from copymark.nets.build import load_net
+    from copymark.train.classifier import classifier_folder
     from copymark.translate import resolve_net_folder
 
     if not path.exists():
@@ -231,7 +232,8 @@ def _checkpoint_classifier(path: Path, device: torch.device, given: tuple[int, i
                 hint=classifier_specs_hint(),
             )
         path = path.parent
-    folder = resolve_net_folder(path)
+    # a classifier or protect run keeps its model in RUN/model; any other net through the run's export
+    folder = classifier_folder(path) if (path / "model" / "model.safetensors").is_file() else resolve_net_folder(path)
     net, config = load_net(folder, device)
     what = f"classifier {folder}"
     raw = read_json(folder / "config.json", ConfigError)

@@ -305,8 +305,6 @@ def verify(
     cfg: VerifyConfig, api_key: str | None = None, run_dir: str | Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Verify ownership (see the module docstring); writes the record into ``run_dir``'s metrics.json."""
-    from copymark.progress import Progress
-    from copymark.runs import create_or_reuse_run, new_run_dir
 
     kit, trust = open_kit(cfg.kit, cfg.public_key, cfg.commitment)
     if cfg.calibration is not None:
@@ -329,8 +327,24 @@ def verify(
         if not api_key:
             raise ConfigError("--model-url needs --api-key (or $COPYMARK_API_KEY)")
         suspect = ApiSuspect.connect(cfg.model_url or "", api_key, kit, concurrency=cfg.concurrency)
+    try:
+        return _verify_with(cfg, kit, trust, test, suspect, p0, p0_source, cal, run_dir, progress)
+    finally:
+        if hasattr(suspect, "close"):
+            suspect.close()
+
+
+def _verify_with(
+    cfg: VerifyConfig, kit: OwnershipKit, trust: str, test: SequentialBinomial, suspect: Any, p0: float,
+    p0_source: str, cal: Calibration | None, run_dir: str | Path | None, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from copymark.progress import Progress
+    from copymark.runs import create_or_reuse_run, new_run_dir
+
     record_config = {
-        "command": "verify", "kit_commitment": kit.commitment, "suspect": suspect.describe(), "p0": p0, "p1": cfg.p1,
+        # the suspect by its identity (a served model by its id: its URL may change between attempts)
+        "command": "verify", "kit_commitment": kit.commitment, "p0": p0, "p1": cfg.p1,
+        "suspect": {k: v for k, v in suspect.describe().items() if k != "url"},
         "alpha": cfg.alpha, "beta": cfg.beta, "order_seed": cfg.order_seed, "max_queries": cfg.max_queries,
     }  # fmt: skip
     run = create_or_reuse_run(run_dir or new_run_dir("runs", "verify"), record_config, cfg.device, cfg.order_seed)
