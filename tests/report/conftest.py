@@ -7,6 +7,9 @@ photo, the input its x4 area-downscale, the victim bicubic upscaling and the sur
 bilinear upscaling. metrics.json follows notes/EXTRACTION_RUN_FORMAT.md with PSNR/SSIM from
 ``skimage.metrics`` and a percentile bootstrap CI computed here, so the report under test
 shows numbers it did not compute itself.
+
+The ownership report's runs (``owner``: real protect and verify runs) are built by
+ownership_world.py.
 """
 
 from __future__ import annotations
@@ -208,3 +211,13 @@ def sr_run(sr_run_template, tmp_path) -> Path:
     dst = tmp_path / "sr_run"
     shutil.copytree(sr_run_template, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def owner(tmp_path_factory) -> dict[str, Path]:
+    """Real protect runs (two-phase, e2e-extraction, acsac19) and verify runs (tests/report/ownership_world.py).
+
+    Tests copy a run before changing it (``copy_run``)."""
+    from ownership_world import build
+
+    return build(tmp_path_factory.mktemp("ownership"))

@@ -165,3 +165,49 @@ def metric_bars_png(set_metrics: dict[str, Any], metric: str | None = None, set_
     ax.set_title(f"{set_name} set: {metric_label(metric)}, mean and 95% CI".strip(), fontsize=11)
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)
+
+
+VERDICT_COLORS = {"owned": "#2a9d5b", "not owned": "#c0392b", "undecided": "#b8860b"}
+
+
+def sprt_trace_png(test: dict[str, Any], verdict: str, title: str | None = None) -> bytes:
+    """:func:`sprt_trace_figure` as PNG bytes."""
+    return _png(sprt_trace_figure(test, verdict, title))
+
+
+def sprt_trace_figure(test: dict[str, Any], verdict: str, title: str | None = None):
+    """The log-likelihood ratio of a sequential verification after each trigger, with its thresholds.
+
+    ``test`` is a verify run's ``test`` record: ``trace`` (log LR after triggers 1..n),
+    ``claim_at_log_lr`` and ``not_owned_at_log_lr``. The walk starts at 0 before the first
+    trigger; a step up is a trigger answered with its secret label, a step down one answered
+    otherwise. Raises :class:`CopymarkError` when the record lacks its thresholds.
+    """
+    trace = test.get("trace")
+    upper, lower = test.get("claim_at_log_lr"), test.get("not_owned_at_log_lr")
+    if not isinstance(trace, list) or not all(_finite(v) for v in trace) or not (_finite(upper) and _finite(lower)):
+        raise CopymarkError(
+            "verification test record: needs a numeric 'trace' and both thresholds",
+            hint="rerun `copymark verify`",
+        )
+    xs = list(range(len(trace) + 1))
+    ys = [0.0, *(float(v) for v in trace)]
+    color = VERDICT_COLORS.get(verdict, _COLORS[0])
+    fig = _figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    ax.axhline(float(upper), color=VERDICT_COLORS["owned"], linestyle="--", linewidth=1.3,
+               label=f"claim \"owned\" at log(1/α) = {float(upper):.2f}")  # fmt: skip
+    ax.axhline(float(lower), color=VERDICT_COLORS["not owned"], linestyle="--", linewidth=1.3,
+               label=f"\"not owned\" at log β = {float(lower):.2f}")  # fmt: skip
+    ax.axhline(0.0, color="#999999", linewidth=0.8)
+    ax.plot(xs, ys, marker="o", markersize=3.5, color=color, linewidth=1.8, label="log likelihood ratio")
+    ax.scatter([xs[-1]], [ys[-1]], s=60, color=color, zorder=4, label=f"verdict: {verdict} after {len(trace)}")
+    ax.set_xlabel("triggers answered")
+    ax.set_ylabel("log likelihood ratio (owned : innocent)")
+    ax.set_xlim(0, max(1, len(trace)) * 1.04)
+    span = max(float(upper), max(ys)) - min(float(lower), min(ys))
+    ax.set_ylim(min(float(lower), min(ys)) - 0.08 * span, max(float(upper), max(ys)) + 0.08 * span)
+    ax.set_title(title or "Sequential test: evidence after each trigger", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, loc="best")
+    return fig
