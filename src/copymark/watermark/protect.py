@@ -17,6 +17,7 @@ signs. The procedures are DDP-ready like every procedure of the loop, but the pi
       kit/               the signed ownership kit (copymark.watermark.kit): triggers, secrets, labels, codec
       commitment.txt     the kit's one-line commitment (sha256 of its manifest), to publish
       visibility.png     cover | trigger | |trigger - cover| x 5 | secret | revealed (first triggers)
+      recovered/*.png    the secret revealed from each trigger (named like the kit's triggers; not acsac19)
       metrics.json       main-task accuracy before/after (val, test), trigger accuracy, PSNR/SSIM, ...
 
 **Before the run folder is created** everything that can be refused is checked
@@ -67,6 +68,7 @@ from copymark.watermark.embed.runs import METHODS, EmbedConfig
 Method = Literal["acsac19", "e2e-extraction", "two-phase"]
 HOST_RUN, CODEC_RUN, CODEC_COVERS, TRIGGERS_DIR, EMBED_RUN = "host", "codec-run", "codec-covers", "triggers", "embed"
 MODEL, CODEC, KIT, COMMITMENT, VISIBILITY = "model", "codec", "kit", "commitment.txt", "visibility.png"
+RECOVERED = "recovered"
 
 
 class ProtectConfig(StrictModel):
@@ -444,13 +446,11 @@ def _embed_phase(embed_cfg: Any, sub: Path, progress: bool, say: Callable[[str],
 
 
 def _summary(values: torch.Tensor) -> dict[str, Any]:
+    """Mean, std, n, CI (the project's one summary convention) and the worst image (min)."""
+    from copymark.metrics.summary import summarize
+
     v = values.double().cpu()
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std(unbiased=True)) if len(v) > 1 else 0.0,
-        "min": float(v.min()),
-        "n": int(v.numel()),
-    }
+    return {**summarize(v.tolist()).to_dict(), "min": float(v.min())}
 
 
 def _visibility(
@@ -626,6 +626,9 @@ def _run(
     if extracts:
         metrics["secret_psnr"] = _summary(psnr(revealed, secrets))
         metrics["secret_ssim"] = _summary(ssim(revealed, secrets))
+        for i, img in enumerate(revealed):  # every recovered secret, named like its trigger in the kit
+            save_image(quantize(img), rp / RECOVERED / f"t{i:05d}.png")
+    metrics["split_sizes"] = {s: len(splits.split(s)) for s in ("val", "test")}
     n_vis = min(8, len(labels))
     save_image(
         _visibility(covers[:n_vis], triggers[:n_vis], secrets[:n_vis], revealed[:n_vis] if extracts else None),

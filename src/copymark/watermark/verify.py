@@ -363,7 +363,8 @@ def _verify_with(
             stop = err
     s, n = test.successes, test.n
     decision = test.decision or "undecided"
-    acc = binom_test(s, n, min(max(p0, 1e-12), 1 - 1e-12)) if n else None
+    # the two-sided Clopper-Pearson 95% interval of the trigger accuracy (a one-sided test's interval is not)
+    acc = binom_test(s, n, min(max(p0, 1e-12), 1 - 1e-12), alternative="two-sided") if n else None
     record: dict[str, Any] = {
         "verdict": decision,
         "statement": verdict_statement(decision, s, n, test.false_claim_bound, p0),
@@ -391,6 +392,7 @@ def _verify_with(
         },  # fmt: skip
         "order_seed": cfg.order_seed,
         "kit": {
+            "path": str(kit.root),
             "commitment": kit.commitment,
             "trust": trust,
             "method": kit.manifest.method,
