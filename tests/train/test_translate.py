@@ -161,3 +161,67 @@ def test_translate_folder(tmp_path):
     from copymark.images import load_image
 
     assert [tuple(load_image(p).shape) for p in outs] == [(3, 34, 46), (3, 80, 64)]
+
+
+def _export_onnx(net: nn.Module, path) -> str:
+    """``net`` as an ONNX graph with free batch and size; its onnx: spec."""
+    import warnings
+
+    dynamic = {"image": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "oh", 3: "ow"}}
+    with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated (it needs no onnxscript)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(), (torch.rand(1, 3, 16, 16),), str(path), dynamo=False,
+            input_names=["image"], output_names=["out"], dynamic_axes=dynamic, opset_version=17,
+        )  # fmt: skip
+    return f"onnx:{path}"
+
+
+def test_onnx_graph_translates_like_the_torch_net_it_was_exported_from(tmp_path):
+    from pathlib import Path
+
+    from copymark.errors import ConfigError
+
+    torch.manual_seed(0)
+    net = TinyStrided().eval()
+    spec = _export_onnx(net, tmp_path / "tiny.onnx")
+    m = load_translation_model(Path(spec))  # what `copymark translate --model` passes
+    assert (m.kind, m.stride, m.scale, m.fixed_size) == ("onnx", 4, 1, None)  # probed through onnxruntime
+    ref = wrap_module(net, stride=4, scale=1)
+    x = _img(30, 41)
+    # float32 in both; a handful of layers of fewer than 150 products each: rounding ~1e-6
+    assert torch.allclose(m(x), ref(x), atol=2e-5)
+    assert torch.allclose(
+        translate_batch(m, x, tile=16, overlap=8), translate_batch(ref, x, tile=16, overlap=8), atol=2e-5
+    )
+    assert load_translation_model(spec, stride=4, scale=1).stride == 4
+    with pytest.raises(ConfigError, match=r"--stride/--scale says scale=2, but one forward pass maps 32x32 to 32x32"):
+        load_translation_model(spec, scale=2)
+    with pytest.raises(WeightsError, match="an ONNX graph is given as onnx:"):
+        load_translation_model(tmp_path / "tiny.onnx")
+
+
+def test_translate_command_takes_onnx_graphs(tmp_path, capsys):
+    from copymark.cli import main
+    from copymark.images import load_image, quantize
+
+    torch.manual_seed(1)
+    spec = _export_onnx(TinySR(), tmp_path / "sr.onnx")
+    src = tmp_path / "in"
+    for i, (h, w) in enumerate([(17, 23), (24, 20)]):
+        save_image(_img(h, w, seed=i)[0], src / f"img{i}.png")
+    assert (
+        main(["translate", "--model", spec, "--input", str(src), "--output", str(tmp_path / "out"), "--no-progress"])
+        == 0
+    )
+    m = load_translation_model(spec)
+    for i in range(2):
+        got = load_image(tmp_path / "out" / f"img{i}.png")
+        assert torch.equal(got, quantize(m(load_image(src / f"img{i}.png")[None]))[0])
+    assert got.shape == (3, 48, 40)
+    capsys.readouterr()
+    args = ["translate", "--model", spec + "?value_range=0,2", "--input", str(src), "--output", str(tmp_path / "o2")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "value_range" in err and "Traceback" not in err
+    assert not (tmp_path / "o2").exists()

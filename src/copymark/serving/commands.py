@@ -13,10 +13,27 @@ usage ledger and the keys file) is documented in docs/API.md; `GET /openapi.json
 
 **Models** (`--victim`): `classical:stylize`, `classical:edge_preserving`, `classical:cartoon`,
 `classical:bicubic_x4` (with `?param=value` options); a copymark checkpoint folder or training
-run folder; a TorchScript file (`.pt`, `.ts`); or `python:PKG.MODULE:FACTORY --weights FILE`,
+run folder; a TorchScript file (`.pt`, `.ts`); `python:PKG.MODULE:FACTORY --weights FILE`,
 a factory (importable: installed or on PYTHONPATH) that returns an `nn.Module`, whose state dict
 FILE (`.safetensors`, or a `torch.save` state dict read with `weights_only=True`) must match
-its keys exactly.
+its keys exactly; or `onnx:PATH?OPTIONS`, an ONNX graph run by onnxruntime (below).
+
+**ONNX graphs** (`--victim onnx:model.onnx`): onnxruntime's CPU provider, or its CUDA provider
+with `--device cuda` (needs onnxruntime-gpu; never a silent CPU fallback). The layout (NCHW or
+NHWC: the axis fixed at 3), the element type (float32, float16: inputs cast at the edge), a
+fixed batch (a batch-1 graph is fed one image at a time) and a fixed size come from the
+graph's input and output shapes; the stride and scale are probed. What the graph cannot show
+is declared as spec options,
+`onnx:PATH?layout=NHWC&value_range=-1,1&color_order=BGR&scale=4&stride=8&fixed_size=HxW&batch=1&output=NAME`
+(`value_range` 0,1 (default) / -1,1 / 0,255;
+`color_order` RGB (default) / BGR; `output` picks one of several outputs, default the first),
+or in a JSON sidecar `PATH.json` beside the graph (`model.onnx.json`) with the same keys, e.g.
+`{"value_range": [-1, 1], "fixed_size": [256, 256]}`. Two sources that disagree, a declaration
+the graph contradicts, a graph with more than one input, an input or output that is not an
+RGB image batch, or a scale that the probe forward pass contradicts, is an error before
+anything is served. The victim id hashes the graph file and the resolved convention.
+Example: AnimeGANv3 (NHWC, float16, batch 1, [-1, 1]):
+`copymark serve --victim "onnx:AnimeGANv3_JP_face_v1.0_fp16.onnx?value_range=-1,1" --keys keys.json`.
 
 **Classifiers** (`--classifier`): a copymark checkpoint folder of a classifier, a run folder of
 `copymark classifier train`, or `python:PKG.MODULE:FACTORY?input_size=32 --weights FILE`. The
@@ -33,7 +50,7 @@ RGB, values in [0, 1], and must return `N x 3 x (H*scale) x (W*scale)` RGB in [0
 `python:` module declares its convention as attributes (`value_range` (0, 1) / (-1, 1) /
 (0, 255), `color_order` "RGB" / "BGR", `scale`, `stride`, `fixed_size`) or spec options
 (`?value_range=-1,1&color_order=BGR&scale=4&stride=4`); copymark converts to it and back, and an
-option that contradicts the module is an error. Sizes that are not a multiple of the net's
+option that contradicts the module is an error. An `onnx:` graph gets its own convention (above). Sizes that are not a multiple of the net's
 stride are reflect-padded up to the next multiple and the answer is cropped back to
 `H*scale x W*scale`; fixed-size nets run in overlapping tiles.
 
@@ -41,8 +58,8 @@ stride are reflect-padded up to the next multiple and the answer is cropped back
 checks the archive's CRCs and refuses a damaged or tampered file, but cannot tell whose code a
 well-formed one is). A `python:` module is code you install or read. copymark recommends
 `python:` with a safetensors state dict (weights are data, the architecture is readable
-source); torch.jit is deprecated upstream, and torch.export (or ONNX) is the export path
-copymark supports next.
+source), or an ONNX graph (standard operators and weights, no code of its own); torch.jit is
+deprecated upstream.
 
 **Isolation** (`--isolation`, default `auto` = `worker`): the model runs in a supervised worker
 process rebuilt from the spec, so a crash or hang in its native code answers the affected
@@ -65,7 +82,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--victim",
             help="image model SPEC: classical:NAME?PARAMS, a checkpoint or run folder, a TorchScript file "
-            "(trusted sources only: it is code), or python:PKG.MODULE:FACTORY with --weights",
+            "(trusted sources only: it is code), python:PKG.MODULE:FACTORY with --weights, or "
+            "onnx:PATH?OPTIONS (an ONNX graph; see above)",
         ),
         classifier: str | None = typer.Option(
             None,
@@ -95,7 +113,9 @@ def register(app: typer.Typer) -> None:
         ),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port"),
-        device: str = typer.Option("cpu", "--device", help="device for learned victims (cpu, cuda)"),
+        device: str = typer.Option(
+            "cpu", "--device", help="device for learned victims (cpu, cuda; onnx: graphs: onnxruntime's CUDA provider)"
+        ),
         isolation: str = typer.Option(
             "auto", "--isolation", help="auto | worker | inline: where the model runs (see above)"
         ),

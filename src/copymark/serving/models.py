@@ -32,6 +32,11 @@ Specs (``copymark serve --victim SPEC``; classifiers: ``--classifier SPEC``, see
 * a TorchScript file (``.pt``, ``.ts``, ``.torchscript``, ``.jit``).
 * ``python:PKG.MODULE:FACTORY`` with ``weights=FILE`` (``--weights``): a factory that returns
   an ``nn.Module`` and a state dict for it (:mod:`copymark.serving.entrypoints`).
+* ``onnx:PATH?options``: an ONNX graph run by onnxruntime (CPU provider, or CUDA with
+  ``--device cuda``), its convention read from the graph's shapes and element types, the
+  options and the sidecar ``PATH.json`` (see "ONNX graphs" in :mod:`copymark.translate`).
+  Its id hashes the graph file and the resolved convention, so options or a sidecar that
+  change the answers change the id, and saying what the graph already shows does not.
 
 The tensor contract of each format
 ----------------------------------
@@ -40,6 +45,9 @@ What the net itself receives and must return (copymark converts at this boundary
 * copymark checkpoint and TorchScript: input float32 ``N x 3 x h x w``, RGB, values in
   ``[0, 1]``; output ``N x 3 x (h*scale) x (w*scale)``, RGB, ``[0, 1]`` (a tuple or list
   output: its first element). Nets that want ``[-1, 1]`` convert inside their own forward.
+* ``onnx:``: whatever the graph takes (NCHW or NHWC, float32 or float16, ``[0, 1]``,
+  ``[-1, 1]`` or ``[0, 255]``, RGB or BGR, a fixed batch or size), converted at the edge;
+  a batch-1 graph (AnimeGANv3) is fed one image at a time, whatever the batcher stacked.
 * ``python:``: the factory declares the convention, as attributes of the returned module
   (``value_range`` = ``(0, 1)``, ``(-1, 1)`` or ``(0, 255)``; ``color_order`` = ``"RGB"`` or
   ``"BGR"``; ``scale``; ``stride``; ``fixed_size``) or as spec options
@@ -61,8 +69,10 @@ or tampered member, but a well-formed archive made by someone else is still thei
 ``python:`` imports the named module, whose code runs like any installed package's; its
 weights are data only (safetensors, or ``torch.load(weights_only=True)``). copymark
 recommends ``python:`` with a safetensors state dict: the weights cannot carry code and the
-architecture is source you can read. ``torch.jit`` is deprecated upstream; its successor
-``torch.export`` (and ONNX) is the export path copymark will load next.
+architecture is source you can read. ``torch.jit`` is deprecated upstream; ONNX graphs are
+its data-only alternative: an ``.onnx`` file is a graph of standard operators and weights,
+with no code of its own (copymark registers no custom-operator libraries), parsed by
+onnxruntime's native code in the worker process.
 """
 
 from __future__ import annotations
@@ -89,6 +99,7 @@ VALID_SPECS = (
     "PATH/TO/CHECKPOINT_FOLDER (model.safetensors + config.json)",
     "PATH/TO/model.pt (TorchScript)",
     "python:PKG.MODULE:FACTORY with --weights FILE (.safetensors or a torch.save state dict)",
+    "onnx:PATH/TO/model.onnx[?layout=NHWC&value_range=-1,1&color_order=BGR&scale=4&stride=8&fixed_size=HxW&batch=1&output=NAME]",
 )
 
 
@@ -326,6 +337,25 @@ def _learned_model(path: Path, device: str) -> ImageModel:
     return ImageModel(path.stem if path.is_file() else path.name, task, model, file_id(files), scale=scale)
 
 
+def _onnx_model(spec: str, device: str) -> tuple[ImageModel, str]:
+    """An ``onnx:PATH?options`` graph (see :mod:`copymark.translate`) and the spec that rebuilds it
+    from anywhere (its absolute path). The id hashes the graph file and the resolved contract
+    (layout, value range, colour order, dtype, batch, sizes, scale, output): whatever the
+    options or the sidecar change in the answers, and nothing else."""
+    from copymark.translate import OnnxNet, load_translation_model, parse_onnx_spec
+
+    path, _ = parse_onnx_spec(spec)
+    model = load_translation_model(spec, device)
+    net = model.net
+    assert isinstance(net, OnnxNet)
+    vid = file_id([path], salt="onnx:" + net.contract.text())
+    task: Task = "sr" if model.scale > 1 else "style"
+    query = spec.partition("?")[2]
+    rebuild = f"onnx:{path.resolve()}" + (f"?{query}" if query else "")
+    params = {"layout": net.contract.layout, "dtype": net.contract.dtype, "stride": model.stride}
+    return ImageModel(path.stem, task, model, vid, scale=model.scale, params=params), rebuild
+
+
 def _refuse_classifier(folder: Path) -> None:
     """A classifier checkpoint given as a victim: say which option serves it."""
     from copymark.files import read_json
@@ -357,8 +387,10 @@ def load_model(spec: str, device: str = "cpu", weights: str | Path | None = None
     elif weights_path is not None:
         raise ConfigError(
             f"--weights {weights} is only for python: victims, not {spec!r}",
-            hint="checkpoint folders and TorchScript files carry their own weights; drop --weights",
+            hint="checkpoint folders, TorchScript files and ONNX graphs carry their own weights; drop --weights",
         )
+    elif spec.startswith("onnx:"):
+        model, rebuild = _onnx_model(spec, device)
     elif spec.startswith("classical:"):
         from copymark.serving.classical import classical_model  # OpenCV loads only when asked
 

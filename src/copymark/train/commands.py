@@ -210,7 +210,13 @@ def _store_pairs(
 
 
 def translate_command(
-    model: Path = typer.Option(..., "--model", help="net checkpoint folder, training run folder, or TorchScript .pt"),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        help="net checkpoint folder, training run folder, TorchScript .pt, or onnx:PATH?OPTIONS, an ONNX graph "
+        "(options and the PATH.json sidecar as for `copymark serve --victim onnx:`; --stride/--scale declare "
+        "those two; --device cuda: onnxruntime's CUDA provider)",
+    ),
     input: Path = typer.Option(..., "--input", help="folder of images"),
     output: Path = typer.Option(..., "--output", help="folder for the translated PNGs"),
     tile: int | None = typer.Option(
@@ -218,8 +224,12 @@ def translate_command(
     ),
     overlap: int = typer.Option(32, "--overlap", help="tile overlap in input pixels"),
     device: str = typer.Option("cpu", "--device"),
-    stride: int | None = typer.Option(None, "--stride", help="override the model's stride (TorchScript)"),
-    scale: int | None = typer.Option(None, "--scale", help="override the model's scale (TorchScript)"),
+    stride: int | None = typer.Option(
+        None, "--stride", help="the model's stride (TorchScript: overrides it; ONNX: declares it, checked)"
+    ),
+    scale: int | None = typer.Option(
+        None, "--scale", help="the model's scale (TorchScript: overrides it; ONNX: declares it, checked)"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Translate every image of a folder with a trained model (eval mode, deterministic, any size)."""
