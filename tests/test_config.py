@@ -66,3 +66,11 @@ def test_load_config_file(tmp_path):
     p.write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(TrainConfig, p)
+
+
+def test_cli_errors_keep_square_brackets(capsys):
+    """An error naming a shape like [n, 3, h, w] is printed as written (not eaten as rich markup)."""
+    from copymark.cli import main
+
+    assert main(["metrics", "--pred", "/nonexistent/[n, 3, h, w]", "--ref", "/nonexistent/[x]"]) == 2
+    assert "[n, 3, h, w]" in capsys.readouterr().err

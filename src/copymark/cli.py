@@ -14,6 +14,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import copymark
 from copymark.errors import CopymarkError
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except CopymarkError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
         if err.hint:
-            err_console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
         return err.exit_code
     except typer.Exit as e:
         return e.exit_code
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
         err_console.print("[yellow]hint:[/] rerun with --debug for the traceback", highlight=False)
         return 1
     return 0

@@ -21,11 +21,12 @@ from tests.conftest import require_shared
 from copymark.cli import main
 from copymark.errors import ConfigError, CopymarkError
 from copymark.images import decode_image_bytes, encode_png, quantize, to_uint8
+from copymark.onnx_graphs import OnnxNet
 from copymark.serving.app import create_app
 from copymark.serving.execution import WorkerRunner
 from copymark.serving.models import load_model
 from copymark.serving.server import BackgroundServer
-from copymark.translate import OnnxNet, wrap_module
+from copymark.translate import wrap_module
 
 U16 = 2.0**-11  # float16 unit roundoff (10 stored mantissa bits, round to nearest)
 

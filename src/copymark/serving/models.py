@@ -342,7 +342,8 @@ def _onnx_model(spec: str, device: str) -> tuple[ImageModel, str]:
     from anywhere (its absolute path). The id hashes the graph file and the resolved contract
     (layout, value range, colour order, dtype, batch, sizes, scale, output): whatever the
     options or the sidecar change in the answers, and nothing else."""
-    from copymark.translate import OnnxNet, load_translation_model, parse_onnx_spec
+    from copymark.onnx_graphs import OnnxNet, parse_onnx_spec
+    from copymark.translate import load_translation_model
 
     path, _ = parse_onnx_spec(spec)
     model = load_translation_model(spec, device)
