@@ -13,8 +13,10 @@ security study's extractor figure).
 Settings (``--settings``, comma-separated):
 
 * ``recommended``: :data:`copymark.train.stego.RECOMMENDED` (residual En2D with a wider decoder,
-  batch 2, cosine schedule); ``--init-from`` warm-starts it (e.g. from the 32 px run's codec for
-  64 px; its wall time is then recorded beside this run's);
+  batch 2, cosine schedule) for ``--iters``, then :data:`~copymark.train.stego.RECOMMENDED_FINETUNE`
+  (beta 0.25, lr 5e-4) from that codec for ``--finetune-iters``; ``--init-from`` starts the first
+  stage run from a codec run (e.g. 64 px from the 32 px run: ``--iters 0 --finetune-iters N``),
+  whose recorded wall time goes into the JSON beside this run's;
 * ``baseline``: today's default (``stego_train_config("en2d")``: the paper's En2D, lr 1e-3,
   beta 1, constant lr, the study's batch 30) for the same number of training images
   (``iters x batch``) as ``recommended``, from scratch;
@@ -28,13 +30,14 @@ Data (disjoint covers and secrets, held-out pairs never seen in training):
 * ``tiny_imagenet``: covers are images of classes 0-49, secrets of classes 50-99, round-robin;
   the first ``--n-train`` of each set train, the next ``--n-eval`` are held out.
 
-Example (the recorded runs; see benchmarks/results/stego_quality_*.json for the exact commands)::
+Example (the recorded runs; each JSON in benchmarks/results/ holds its exact command)::
 
-    python benchmarks/stego_quality.py --dataset cifar10 --iters 40000 --work-dir runs/sq32 \\
-        --out benchmarks/results/stego_quality_cifar10_32px.json
-    python benchmarks/stego_quality.py --dataset tiny_imagenet --iters 12000 \\
-        --init-from runs/sq32/recommended --out benchmarks/results/stego_quality_tiny_imagenet_64px.json
-    python benchmarks/stego_quality.py --dataset cifar10 --iters 200 --settings recommended,lsb  # a smoke run
+    python benchmarks/stego_quality.py --dataset cifar10 --iters 50000 --finetune-iters 10000 \\
+        --work-dir runs/sq32 --out benchmarks/results/stego_quality_cifar10_32px.json
+    python benchmarks/stego_quality.py --dataset tiny_imagenet --iters 0 --finetune-iters 16000 \\
+        --init-from runs/sq32/recommended-finetune --work-dir runs/sq64 \\
+        --out benchmarks/results/stego_quality_tiny_imagenet_64px.json
+    python benchmarks/stego_quality.py --iters 200 --settings recommended,lsb --n-train 300   # smoke run
 """
 
 from __future__ import annotations
@@ -166,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--settings", default="recommended,baseline,lsb", help="comma-separated: recommended, baseline, lsb"
     )
-    ap.add_argument("--iters", type=int, default=2000, help="iterations of the recommended setting")
+    ap.add_argument("--iters", type=int, default=2000, help="iterations of the recommended setting's first stage")
+    ap.add_argument(
+        "--finetune-iters", type=int, default=0, help="iterations of its second stage (RECOMMENDED_FINETUNE; 0: none)"
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="of the recommended setting (default: its own)")
-    ap.add_argument("--init-from", type=Path, default=None, help="warm start of the recommended setting")
+    ap.add_argument("--init-from", type=Path, default=None, help="codec run the recommended setting starts from")
     ap.add_argument("--n-train", type=int, default=2400, help="training images per set")
     ap.add_argument("--n-eval", type=int, default=100, help="held-out cover/secret pairs")
     ap.add_argument("--seed", type=int, default=2022)
@@ -186,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     from copymark.stego.training import StegoDataConfig, StegoRunConfig, train_codec
     from copymark.train.loop import LoopConfig
     from copymark.train.stego import RECOMMENDED, STUDY_DEFAULTS, recommended_train_config, stego_train_config
+
+    if args.iters + args.finetune_iters < 1 and "recommended" in args.settings:
+        print("--iters and --finetune-iters are both 0: nothing to train", file=sys.stderr)
+        return 2
 
     torch.set_num_threads(args.threads)
     if not args.data.is_dir() or not (args.data / args.dataset).is_dir():
@@ -212,19 +222,39 @@ def main(argv: list[str] | None = None) -> int:
     held_c = load_image_set(covers, size).floats()[-args.n_eval :]
     held_s = load_image_set(secrets, size).floats()[-args.n_eval :]
     rec_bs = args.batch_size or int(RECOMMENDED["batch_size"])
-    images = args.iters * rec_bs
+    images = (args.iters + args.finetune_iters) * rec_bs
     results: dict[str, Any] = {
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "git_commit": git_commit(),
         "data": {"dataset": args.dataset, "source": str(args.data / args.dataset), "size": size,
                  "n_train": args.n_train, "n_eval": args.n_eval, **data_info},
-        "budget": {"recommended_iters": args.iters, "recommended_batch": rec_bs, "training_images": images,
+        "budget": {"recommended_iters": [args.iters, args.finetune_iters], "recommended_batch": rec_bs,
+                   "training_images": images,
                    "baseline": "today's default config for the same number of training images, from scratch"},
         "device": args.device, "seed": args.seed, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "targets": {"stego_psnr_db": TARGET_STEGO_PSNR_DB, "secret_psnr_db": STUDY_SECRET_PSNR_DB},
         "settings": {},
     }  # fmt: skip
+
+    def train_stage(name: str, proc: Any, bs: int, iters: int, init: Path | None) -> dict[str, Any]:
+        loop = LoopConfig(iters=iters, batch_size=bs, seed=args.seed, device=args.device, progress=False,
+                          save_every=max(1, iters // CURVE_POINTS), keep_checkpoints=0)  # fmt: skip
+        data = StegoDataConfig(covers=str(covers), secrets=str(secrets), size=size, holdout=args.n_eval)
+        cfg = StegoRunConfig(procedure=proc, loop=loop, data=data, init_from=str(init) if init else None)
+        run = work / name
+        out = train_codec(cfg, run)
+        return {
+            "procedure": proc.model_dump(mode="json"),
+            "batch_size": bs,
+            "iterations": out["iterations"],
+            "train_seconds": round(out["train_seconds"], 1),
+            "init_from": str(init) if init else None,
+            **evaluate(load_codec(run / "codec"), held_c, held_s, out_dir=run),
+            "learning_curve": curve(run, held_c, held_s),
+            "run": str(run),
+        }
+
     for name in settings:
         t0 = time.perf_counter()
         if name == "lsb":
@@ -232,36 +262,24 @@ def main(argv: list[str] | None = None) -> int:
                 entry: dict[str, Any] = {"bits": bits, **evaluate(LSBCodec(LSBCodecConfig(bits=bits)), held_c, held_s)}
                 results["settings"][f"lsb{bits}"] = entry
             continue
-        else:
-            if name == "recommended":
-                proc, bs, iters, init = recommended_train_config(), rec_bs, args.iters, args.init_from
-            else:
-                proc, bs, init = stego_train_config("en2d"), int(STUDY_DEFAULTS["en2d"]["batch_size"]), None
-                iters = max(1, round(images / bs))
-            loop = LoopConfig(iters=iters, batch_size=bs, seed=args.seed, device=args.device, progress=False,
-                              save_every=max(1, iters // CURVE_POINTS), keep_checkpoints=0)  # fmt: skip
-            data = StegoDataConfig(covers=str(covers), secrets=str(secrets), size=size, holdout=args.n_eval)
-            cfg = StegoRunConfig(procedure=proc, loop=loop, data=data, init_from=str(init) if init else None)
-            run = work / name
-            out = train_codec(cfg, run)
-            entry = {
-                "procedure": proc.model_dump(mode="json"),
-                "batch_size": bs,
-                "iterations": out["iterations"],
-                "train_seconds": round(out["train_seconds"], 1),
-                "init_from": str(init) if init else None,
-                **evaluate(load_codec(run / "codec"), held_c, held_s, out_dir=run),
-                "learning_curve": curve(run, held_c, held_s),
-                "run": str(run) if tmp is None else None,
-            }
+        if name == "recommended":
+            stages, init = [], args.init_from
             if init is not None:
-                src = (
-                    json.loads((Path(init) / "metrics.json").read_text())
-                    if (Path(init) / "metrics.json").is_file()
-                    else {}
-                )
-                entry["init_from_train_seconds"] = src.get("train_seconds")
-                entry["init_from_iterations"] = src.get("iterations")
+                src = json.loads((init / "metrics.json").read_text()) if (init / "metrics.json").is_file() else {}
+                results["init_from"] = {"path": str(init), "train_seconds": src.get("train_seconds"),
+                                        "iterations": src.get("iterations")}  # fmt: skip
+            for stage, iters in (("train", args.iters), ("finetune", args.finetune_iters)):
+                if iters:
+                    stages.append(
+                        train_stage(f"recommended-{stage}", recommended_train_config(stage), rec_bs, iters, init)
+                    )
+                    init = Path(stages[-1]["run"])
+            entry = {**{k: v for k, v in stages[-1].items() if k not in ("procedure", "learning_curve", "run")},
+                     "stages": stages, "iterations": sum(st["iterations"] for st in stages),
+                     "train_seconds": round(sum(st["train_seconds"] for st in stages), 1)}  # fmt: skip
+        else:
+            bs = int(STUDY_DEFAULTS["en2d"]["batch_size"])
+            entry = train_stage("baseline", stego_train_config("en2d"), bs, max(1, round(images / bs)), None)
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         results["settings"][name] = entry
         print(json.dumps({name: {k: entry[k] for k in ("stego_psnr", "secret_psnr", "seconds")}}), file=sys.stderr)

@@ -79,14 +79,10 @@ class StegoTrainConfig(StrictModel):
     )
 
 
+_RECOMMENDED_CODEC = {"kind": "en2d", "width": 16, "decoder_width": 16, "residual_scale": 1.0}
+
 RECOMMENDED: dict[str, Any] = {
-    "procedure": {
-        "kind": "stego",
-        "codec": {"kind": "en2d", "width": 16, "decoder_width": 16, "residual_scale": 1.0},
-        "lr": 1e-3,
-        "beta": 1.0,
-        "schedule": "cosine",
-    },
+    "procedure": {"kind": "stego", "codec": _RECOMMENDED_CODEC, "lr": 1e-3, "beta": 1.0, "schedule": "cosine"},
     "batch_size": 2,
 }
 """The recommended codec training on CPU (measured in benchmarks/results/stego_quality_*.json):
@@ -94,10 +90,18 @@ a residual En2D (stego = cover + tanh(encoder)) with six 16-filter decoder layer
 a cosine decay, batch 2. Pass ``procedure`` as the procedure config and ``batch_size`` as the
 loop's batch size; set the loop's ``iters`` to the budget (the schedule spans it)."""
 
+RECOMMENDED_FINETUNE: dict[str, Any] = {
+    "procedure": {"kind": "stego", "codec": _RECOMMENDED_CODEC, "lr": 5e-4, "beta": 0.25, "schedule": "cosine"},
+    "batch_size": 2,
+}
+"""The second stage: a run started (``init_from``) from a :data:`RECOMMENDED` codec with the
+cover MSE weighted 4x more and half the learning rate, which moves the codec toward the stego
+PSNR target; also the stage that carries a 32 px codec to 64 px images."""
 
-def recommended_train_config() -> StegoTrainConfig:
-    """:data:`RECOMMENDED`'s procedure config (a fresh object)."""
-    return StegoTrainConfig.model_validate(RECOMMENDED["procedure"])
+
+def recommended_train_config(stage: Literal["train", "finetune"] = "train") -> StegoTrainConfig:
+    """The procedure config of :data:`RECOMMENDED` (``train``) or :data:`RECOMMENDED_FINETUNE`."""
+    return StegoTrainConfig.model_validate((RECOMMENDED if stage == "train" else RECOMMENDED_FINETUNE)["procedure"])
 
 
 def stego_train_config(
