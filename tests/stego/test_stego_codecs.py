@@ -178,3 +178,21 @@ def test_gglnet_paper_layout():
     assert first.c3.out_channels == first.c4.out_channels == first.c5.out_channels == 50
     assert len(net.prep) == 2 and len(net.hide[0]) == 5 and len(net.reveal[0]) == 5
     assert net.hide[0][0].c3.in_channels == 3 + 150
+
+
+def test_residual_codec_checkpoint_round_trip_and_old_configs_load(tmp_path):
+    """The new En2D options travel in the checkpoint config; a checkpoint written before they
+    existed (no such keys in config.json) loads as the paper's net."""
+    codec = NeuralCodec(En2DConfig(width=4, decoder_width=6, residual_scale=0.5))
+    save_codec(tmp_path / "r", codec)
+    loaded = load_codec(tmp_path / "r", expected_kind="en2d")
+    assert loaded.config == codec.config
+    cover, secret = _pair()
+    assert torch.equal(loaded.reveal(loaded.hide(cover, secret)), codec.reveal(codec.hide(cover, secret)))
+    save_codec(tmp_path / "old", NeuralCodec(En2DConfig(width=4)))
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    for key in ("decoder_width", "residual_scale"):
+        del meta["config"][key]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    old = load_codec(tmp_path / "old")
+    assert old.config == En2DConfig(width=4) and old.net.encoder.residual_scale is None

@@ -28,7 +28,7 @@ from copymark.stego.training import (
 )
 from copymark.train.loop import LoopConfig, seed_everything
 from copymark.train.steganalysis import CoverStegoPairs, steganalysis_train_config
-from copymark.train.stego import STUDY_DEFAULTS, StegoPairs, StegoProcedure, stego_train_config
+from copymark.train.stego import STUDY_DEFAULTS, StegoPairs, StegoProcedure, StegoTrainConfig, stego_train_config
 
 TINY_ARCH = {"en2d": {"width": 8}, "gglnet": {"filters": 4, "prep_layers": 1, "hide_layers": 1, "reveal_layers": 1}}
 
@@ -172,3 +172,116 @@ def test_tiny_steganalyzer_separates_lsb_stegos_from_covers(folders, tmp_path):
     assert covers.keys == stegos.keys
     s = torch.cat([score_images(model, covers.floats()[-24:]), score_images(model, stegos.floats()[-24:])]).numpy()
     assert roc_auc_score([0] * 24 + [1] * 24, s) == pytest.approx(held["roc_auc"], abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# training options: 8-bit rounding, schedule, the recommended setting
+
+
+def test_straight_through_round_is_8bit_forward_identity_backward():
+    from copymark.images import quantize
+    from copymark.train.stego import straight_through_round
+
+    x = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1).requires_grad_()
+    y = straight_through_round(x)
+    # forward: what a PNG holds (clamped, rounded to 8 bits) - up to the float32 step of x + (q - x)
+    assert torch.allclose(y.detach(), quantize(x.detach()), rtol=0, atol=1e-6)
+    assert torch.allclose(y.detach() * 255, (y.detach() * 255).round(), rtol=0, atol=1e-4)
+    weights = torch.randn_like(x)
+    (y * weights).sum().backward()
+    assert torch.equal(x.grad, weights)  # the identity as gradient, also where the value was clamped
+
+
+@pytest.mark.parametrize("round_stego", [False, True])
+def test_round_stego_decoder_sees_png_values_and_encoder_learns(round_stego):
+    """With round_stego the decoder's input is on the 8-bit grid, and the gradient the decoder
+    sends back reaches the stego unchanged (straight through), so the encoder still learns."""
+    torch.manual_seed(0)
+    codec = {"kind": "en2d", "width": 4, "decoder_width": 8, "residual_scale": 0.5}
+    proc = StegoProcedure(StegoTrainConfig(codec=codec, round_stego=round_stego))
+    net = proc.nets["codec"]
+    seen: list[torch.Tensor] = []
+
+    def keep(module, args):
+        args[0].retain_grad()
+        seen.append(args[0])
+
+    handle = net.decoder.register_forward_pre_hook(keep)
+    cover, secret = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    stego, revealed = proc.net("codec")(cover, secret)
+    handle.remove()
+    x = seen[0].detach()
+    assert torch.allclose(x * 255, (x * 255).round(), rtol=0, atol=1e-4) == round_stego
+    assert torch.equal(x, stego.detach()) != round_stego
+    stego.retain_grad()
+    ((revealed - secret) ** 2).mean().backward()
+    assert float(seen[0].grad.abs().sum()) > 0
+    assert torch.equal(stego.grad, seen[0].grad)
+    assert float(net.encoder.fuse[-1].weight.grad.abs().sum()) > 0
+
+
+def test_cosine_schedule_spans_the_run(folders, tmp_path):
+    from copymark.errors import ConfigError
+    from copymark.train.stego import lr_factor
+
+    assert lr_factor(0, 100, "cosine") == 1.0
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5, abs=1e-12)
+    assert lr_factor(100, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(37, 100, "constant") == 1.0
+    with pytest.raises(ConfigError, match="needs the run's iterations"):
+        StegoProcedure(StegoTrainConfig(schedule="cosine"))
+    # through the run orchestrator: the logged lr follows the factor and reaches 0 at the end
+    cfg = _codec_cfg(folders, "en2d", 20)
+    cfg.procedure = cfg.procedure.model_copy(update={"schedule": "cosine", "lr": 2e-3})
+    cfg.loop = cfg.loop.model_copy(update={"log_every": 5})
+    train_codec(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["lr_codec"] == pytest.approx(2e-3 * lr_factor(row["iteration"], 20, "cosine"), rel=1e-9, abs=1e-15)
+    assert rows[-1]["iteration"] == 20 and rows[-1]["lr_codec"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_resume_is_exact_with_schedule_and_rounding(folders, tmp_path):
+    """The cosine schedule's state and the rounding pass survive a kill-and-resume bitwise."""
+
+    def cfg():
+        c = _codec_cfg(folders, "en2d", 6, save_every=3)
+        c.procedure = c.procedure.model_copy(update={"schedule": "cosine", "round_stego": True})
+        c.procedure.codec = c.procedure.codec.model_copy(update={"residual_scale": 1.0, "decoder_width": 8})
+        return c
+
+    train_codec(cfg(), tmp_path / "full")
+    part = tmp_path / "part"
+    train_codec(cfg(), part)
+    ck = part / "checkpoints"
+    shutil.rmtree(ck / "iter-00000006")
+    (ck / "LATEST").write_text("iter-00000003\n")
+    shutil.rmtree(part / "codec")
+    resume_codec(part, progress=False)
+    a, b = _weights(tmp_path / "full"), _weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recommended_setting_learns(folders, tmp_path):
+    """The recommended procedure starts near the cover (a residual codec, unlike the paper's direct
+    output) and a short training improves both the revealed secret and the stego over its start."""
+    from copymark.train.stego import RECOMMENDED, recommended_train_config
+
+    proc = recommended_train_config()
+    assert proc == StegoTrainConfig.model_validate(RECOMMENDED["procedure"])
+    assert proc.codec.residual_scale is not None and proc.schedule == "cosine"
+    cfg = StegoRunConfig(
+        procedure=proc,
+        loop=LoopConfig(iters=300, batch_size=8, seed=1, progress=False),
+        data=StegoDataConfig(covers=str(folders["covers"]), secrets=str(folders["secrets"]), size=32, holdout=8),
+    )
+    _, c_hold, s_hold = _codec_data(cfg)
+    covers, secrets = from_uint8(c_hold), from_uint8(s_hold)
+    seed_everything(cfg.loop.seed)
+    q0 = quality_report(NeuralCodec(proc.codec, StegoProcedure(proc, iters=300).nets["codec"]), covers, secrets)
+    seed_everything(cfg.loop.seed)
+    direct = NeuralCodec(proc.codec.model_copy(update={"residual_scale": None}))
+    assert q0["stego_psnr"]["mean"] > quality_report(direct, covers, secrets)["stego_psnr"]["mean"] + 3.0
+    q = train_codec(cfg, tmp_path / "run")["quality"]
+    assert q["secret_psnr"]["mean"] > q0["secret_psnr"]["mean"] + 2.0
+    assert q["stego_psnr"]["mean"] > q0["stego_psnr"]["mean"] + 3.0

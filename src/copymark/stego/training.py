@@ -119,7 +119,7 @@ class CodecRuns(RunKind[StegoRunConfig, dict[str, Any]]):
         return RunData(dataset, (c_hold, s_hold))
 
     def procedure(self, config: StegoRunConfig) -> Procedure:
-        return StegoProcedure(config.procedure)
+        return StegoProcedure(config.procedure, iters=config.loop.iters)
 
     def finish(self, run: Run | None, proc: Procedure, data: RunData, result: TrainResult) -> dict[str, Any]:
         from copymark.images import from_uint8
