@@ -1,0 +1,545 @@
+"""Every `copymark ...` command of every ```bash block of README.md runs as written, at tiny sizes.
+
+One test per README block (its id is the heading's slug), in a fresh working folder: the
+block's fixtures are made first (the folders its commands name, filled with tiles of the
+built-in photographs; files an earlier block would have made, made by the README's own command
+for them; the user module a ``python:`` spec names), then every line runs in README order and
+must exit 0. "As written" means the README's command line unchanged, with only the tiny-size
+options of OVERRIDES appended (Typer/click keep the last value of a repeated option, so
+``--iters 2000 ... --iters 2`` trains 2 steps) and the README's ports replaced by free ones.
+
+* ``copymark ...`` lines run in process (:func:`copymark.cli.main`), in the block's folder;
+* shell lines (``echo '...' > keys.json``) run with bash in that folder;
+* servers (``copymark serve``, ``copymark study serve``) run as real subprocesses
+  (``python -m copymark.cli``): a line ending in ``&`` serves until the end of its block, a
+  line without it (it would run until Ctrl-C) is started, waited for, probed and stopped;
+* a line that names ``../shared/data`` runs when the shared data folder is beside the checkout
+  (the block's folder gets ``../shared/data`` as a link to it) and is skipped otherwise, with
+  the block's test reported as skipped after every other line has run and passed.
+
+A failure names the block, the README line and the command as it ran, with its error output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from tests.conftest import SHARED_DATA
+from tests.readme_fixtures import (
+    ROOT,
+    Block,
+    Step,
+    block_ids,
+    readme_blocks,
+    tiles,
+    write_classes,
+    write_onnx_model,
+    write_photos,
+    write_tiles,
+    write_translation_data,
+    write_user_sr_module,
+)
+
+from copymark.cli import main
+from copymark.data.samples import sample_names
+from copymark.images import decode_image_bytes, encode_png, load_image, save_image, upscale_bicubic
+
+BLOCKS = readme_blocks()
+BY_ID: dict[str, Block] = dict(zip(block_ids(BLOCKS), BLOCKS, strict=True))
+
+# --------------------------------------------------------------------------- tiny sizes
+
+P2P = json.dumps({"generator": {"ngf": 8}, "discriminator": {"ndf": 8, "n_layers": 2}})
+CYCLEGAN = json.dumps({"generator": {"ngf": 8, "n_blocks": 1}, "discriminator": {"ndf": 8, "n_layers": 2}})
+SRRESNET = json.dumps({"generator": {"n_blocks": 1, "nf": 8}})
+SRNET = json.dumps({"c1": 4, "c2": 4, "c9": 4, "c10": 4, "c11": 4, "c12": 4})
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """What is appended to a README line to make it tiny (Typer keeps an option's last value).
+
+    ``always``: iteration counts, budgets and batch sizes, appended even when the line sets them
+    (``--iters 2000 ... --iters 2`` trains 2 steps). ``unless_given``: sizes, widths and batches,
+    appended only when the README line does not set that option itself (the line's own
+    ``--size 128`` stays 128).
+    """
+
+    always: tuple[str, ...] = ()
+    unless_given: tuple[str, ...] = ()
+
+    def args(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        pairs = list(zip(self.unless_given[::2], self.unless_given[1::2], strict=True))
+        return (*self.always, *(a for flag, value in pairs if flag not in argv for a in (flag, value)))
+
+
+TRAIN_TINY = ("--size", "32", "--batch-size", "2")
+
+# By command. Each entry only shrinks what the line does (steps, budget, sizes, widths); none
+# changes what is served, trained, attacked or measured.
+OVERRIDES: dict[tuple[str, ...], Tiny] = {
+    # 8 answers (one batch of the README's train line) instead of 500, of the README's 128 px crops
+    ("extract",): Tiny(always=("--budget", "8")),
+    # 2 steps; where the README gives no size, 32 px (the UNet depth follows --size: 5 levels),
+    # batch 2; 8 base channels
+    ("train", "pix2pix"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", P2P)),
+    # 2 steps at 32 px of a ResNet generator with one block and 8 base channels
+    ("train", "cyclegan"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", CYCLEGAN)),
+    # 2 steps on 32 px HR crops (8 px LR, x4) of a 1-block, 8-channel SRResNet
+    ("train", "srresnet"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", SRRESNET)),
+    # 2 of the README's 20,000 steps, batch 16 instead of 128 (180 images of 32 px)
+    ("classifier", "train"): Tiny(always=("--iters", "2", "--batch-size", "16")),
+    # a 4-channel En2D codec trained 2 steps, 32 triggers, 2 embedding steps (instead of 1,000 each and 500 triggers)
+    ("protect",): Tiny(
+        always=(
+            "--codec-iters",
+            "2",
+            "--codec-batch-size",
+            "4",
+            "--codec-config",
+            '{"codec": {"width": 4}}',
+            "--triggers",
+            "32",
+            "--trigger-batch",
+            "8",
+            "--iters",
+            "2",
+            "--batch-size",
+            "16",
+        )
+    ),  # fmt: skip
+    # a 4-channel En2D trained 2 steps on pairs of 64 px images (the README's size: stego hide's default)
+    ("stego", "train"): Tiny(
+        always=("--iters", "2"), unless_given=("--batch-size", "2", "--net-config", '{"width": 4}')
+    ),
+    # an SRNet of 4 filters per layer trained 2 steps
+    ("stego", "detect-train"): Tiny(always=("--iters", "2"), unless_given=("--batch-size", "2", "--net-config", SRNET)),
+}
+# The README's ports, replaced by free ones in every command of a block (other tests and
+# helpers use this machine at the same time); a server line without --port gets one too.
+README_PORTS = (8000, 8001, 8080)
+DEFAULT_PORT = 8000  # copymark serve's and copymark study serve's
+
+
+def overrides(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if "--resume" in argv:  # a resumed run keeps its own config; --resume refuses another --iters or --size
+        return ()
+    tiny = next((OVERRIDES[p] for p in reversed(command_prefixes(argv)) if p in OVERRIDES), Tiny())
+    return tiny.args(argv)
+
+
+def command_prefixes(argv: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The line's leading words (before its first option), as prefixes: ``[("train",), ("train", "pix2pix")]``."""
+    words = []
+    for a in argv:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    return [tuple(words[:k]) for k in range(1, len(words) + 1)]
+
+
+def server_kind(argv: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``("serve",)`` or ``("study", "serve")`` for a line that starts a server, else None."""
+    prefixes = command_prefixes(argv)
+    return next((p for p in (("serve",), ("study", "serve")) if p in prefixes), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- running a block
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+    step: Step
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and its model worker
+                self.proc.wait(10)
+        try:  # a model worker left behind by a crash
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+@dataclass
+class Ctx:
+    """A block's working folder and what its lines left: outputs, servers, skipped lines."""
+
+    work: Path
+    logs: Path
+    capsys: pytest.CaptureFixture
+    ports: dict[int, int] = field(default_factory=lambda: {p: free_port() for p in README_PORTS})
+    servers: list[Server] = field(default_factory=list)
+    out: dict[int, str] = field(default_factory=dict)  # stdout per README line
+    skipped: list[str] = field(default_factory=list)
+
+    def argv(self, step: Step, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The line's arguments with the README's ports replaced, then its overrides and ``extra``."""
+        assert step.argv is not None
+        ports = "|".join(map(str, self.ports))
+        args = []
+        for k, a in enumerate(step.argv):
+            if k and step.argv[k - 1] == "--port" and int(a) in self.ports:
+                a = str(self.ports[int(a)])
+            args.append(re.sub(rf"(?<=127\.0\.0\.1:)({ports})\b", lambda m: str(self.ports[int(m.group(1))]), a))
+        if server_kind(step.argv) and "--port" not in step.argv:
+            args += ["--port", str(self.ports[DEFAULT_PORT])]  # the default port, taken by no one else
+        return (*args, *overrides(step.argv), *extra)
+
+    def run(self, step: Step, extra: tuple[str, ...] = ()) -> str:
+        """Run one README line; returns its stdout (a server line: starts it, see :meth:`serve`)."""
+        if "../shared/data" in step.text and not SHARED_DATA.exists():
+            self.skipped.append(f"{step} (needs {SHARED_DATA}, the shared data folder beside the checkout)")
+            return ""
+        if step.argv is None:
+            r = subprocess.run(["bash", "-c", step.text], cwd=self.work, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, f"{step}\nexit {r.returncode}\n{r.stderr[-3000:]}"
+            return r.stdout
+        argv = self.argv(step, extra)
+        if server_kind(step.argv):
+            self.serve(step, argv)
+            return ""
+        self.capsys.readouterr()
+        rc = main(list(argv))
+        cap = self.capsys.readouterr()
+        assert rc == 0, f"{step}\nran as: copymark {shlex.join(argv)}\nexit {rc}\n{cap.err[-3000:]}"
+        self.out[step.line] = cap.out
+        return cap.out
+
+    def serve(self, step: Step, argv: tuple[str, ...]) -> Server:
+        port = int(argv[argv.index("--port") + 1])
+        log = self.logs / f"serve-{step.line}.log"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(self.work)])}
+        with log.open("wb") as f:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "copymark.cli", *argv],
+                cwd=self.work,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # stop() can end its model worker too
+            )
+        srv = Server(proc, f"http://127.0.0.1:{port}", log, step)
+        self.servers.append(srv)
+        kind = server_kind(argv)
+        health = "/healthz" if kind == ("study", "serve") else "/v1/health"
+        wait_ready(srv, health, timeout=180)
+        if not step.background:  # it would serve until Ctrl-C: probe it, then stop it
+            try:
+                WHILE_SERVING[kind](self, srv)
+            finally:
+                srv.stop()
+                self.servers.remove(srv)
+        return srv
+
+    def stop_all(self) -> None:
+        for srv in self.servers:
+            srv.stop()
+        self.servers.clear()
+
+
+def wait_ready(srv: Server, path: str, timeout: float) -> None:
+    """Poll ``GET url+path`` until 200; fail with the server's log if it exits or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(srv.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if srv.proc.poll() is not None:
+            pytest.fail(f"{srv.step}\nthe server exited with status {srv.proc.returncode}:\n{srv.tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{srv.step}\nnot answering {path} after {timeout:g} s:\n{srv.tail()}")
+        time.sleep(0.2)
+
+
+def step(block_id: str, prefix: str) -> Step:
+    """The one line of a README block that is ``prefix`` or starts with ``prefix`` and a space (setups reuse README lines)."""
+    found = [s for s in BY_ID[block_id].steps if s.text == prefix or s.text.startswith(prefix + " ")]
+    assert len(found) == 1, f"README block {block_id!r}: {len(found)} lines start with {prefix!r}"
+    return found[0]
+
+
+# --------------------------------------------------------------------------- probes of foreground servers
+
+
+def _first_key(ctx: Ctx) -> str:
+    return next(iter(json.loads((ctx.work / "keys.json").read_text())))
+
+
+def probe_victim(ctx: Ctx, srv: Server) -> None:
+    """One 32 px image translated through the API: 200, and an answer of the size its /v1/info declares."""
+    info = httpx.get(f"{srv.url}/v1/info", timeout=30).json()
+    x = tiles("chelsea", 32, max_side=96)[0]
+    r = httpx.post(
+        f"{srv.url}/v1/translate",
+        content=encode_png(x),
+        headers={"Authorization": f"Bearer {_first_key(ctx)}"},
+        timeout=120,
+    )
+    assert r.status_code == 200, f"{srv.step}\n{r.status_code} {r.text}\n{srv.tail()}"
+    assert decode_image_bytes(r.content).shape == (3, 32 * info["scale"], 32 * info["scale"]), info
+
+
+def take_part(ctx: Ctx, srv: Server) -> None:
+    """Two participants rate every image they are shown, through the served study (for `study analyze`)."""
+    for pid in ("P-1", "P-2"):
+        with httpx.Client(base_url=srv.url, follow_redirects=True, timeout=30) as c:
+            assert c.get("/", params={"pid": pid}).status_code == 200
+            r = c.post("/consent", data={"agree": "yes", "pid": pid})
+            assert r.url.path == "/instructions", r.text[-500:]
+            r = c.get("/rate")
+            for k in range(100):
+                if r.url.path == "/done":
+                    break
+                fields = dict(re.findall(r'name="(position|item_id|nonce)" value="([^"]+)"', r.text))
+                r = c.post("/rate", data={**fields, "score": str(1 + k % 5)})
+                assert r.status_code == 200, r.text[-500:]
+            assert r.url.path == "/done"
+
+
+WHILE_SERVING: dict[tuple[str, ...], Callable[[Ctx, Server], None]] = {
+    ("serve",): probe_victim,
+    ("study", "serve"): take_part,
+}
+
+
+# --------------------------------------------------------------------------- per-block fixtures and checks
+
+
+@dataclass
+class BlockSpec:
+    setup: Callable[[Ctx], None] = lambda ctx: None  # fixtures, before the first line
+    after: dict[str, Callable[[Ctx], None]] = field(default_factory=dict)  # after the line with this exact text
+    check: Callable[[Ctx], None] = lambda ctx: None  # what the block made, after its last line
+
+
+def _steal_setup(ctx: Ctx) -> None:
+    # disjoint, as the README says: the attacker's photos, the test photos, the owner's style examples
+    write_photos(ctx.work / "my_photos", ("chelsea", "coffee", "rocket"), max_side=256)  # >= --size 128
+    write_tiles(ctx.work / "test_photos", ("astronaut", "china", "immunohistochemistry"), 128, 3)
+    write_tiles(ctx.work / "style_examples", ("flower", "hubble_deep_field"), 64, 4, "style")  # unpaired: other stems
+
+
+def _steal_check(ctx: Ctx) -> None:
+    from copymark.client.store import QueryStore
+
+    with QueryStore(ctx.work / "store") as store:
+        assert store.integrity_check().ok and len(store.pairs()) == 8
+    assert (ctx.work / "runs/surrogate/config.json").is_file()
+    metrics = json.loads((ctx.work / "runs/eval/metrics.json").read_text())
+    assert metrics, "evaluate wrote no metrics"
+    html = (ctx.work / "runs/eval/report.html").read_text()
+    assert "8 of 8" in html and "diverse" in html  # the queries spent of the budget, and the strategy
+
+
+def _serve_own_setup(ctx: Ctx) -> None:
+    ctx.run(step("steal-an-image-translation-model-through-its-api", "echo"))  # the README's keys.json
+    write_translation_data(ctx.work / "DIR")
+    ctx.run(step("train-and-run-image-translation-models", "copymark train pix2pix --data DIR --run-dir runs/p2p"))
+    write_user_sr_module(ctx.work)
+    write_onnx_model(ctx.work / "model.onnx")
+    write_tiles(ctx.work / "faces", ("astronaut",), 32, 2)
+
+
+def _serve_own_check(ctx: Ctx) -> None:
+    faces, anime = sorted((ctx.work / "faces").iterdir()), sorted((ctx.work / "anime").glob("*.png"))
+    assert [p.stem for p in anime] == [p.stem for p in faces]
+    assert load_image(anime[0]).shape == load_image(faces[0]).shape
+
+
+def _store_check_setup(ctx: Ctx) -> None:
+    steal = "steal-an-image-translation-model-through-its-api"
+    ctx.run(step(steal, "echo"))
+    write_photos(ctx.work / "my_photos", ("chelsea", "coffee", "rocket"), max_side=256)
+    ctx.run(step(steal, "copymark serve"))  # serves until the end of the block
+    ctx.run(step(steal, "copymark extract"))
+
+
+def _damage_an_answer(ctx: Ctx) -> None:
+    """Between the two lines: one stored answer damaged, as the repair line is for."""
+    from copymark.client.store import QueryStore
+
+    with QueryStore(ctx.work / "store") as store:
+        answer = store.pairs()[0][1]
+    answer.write_bytes(answer.read_bytes()[:-7])
+    ctx.damaged = answer  # type: ignore[attr-defined]
+
+
+def _store_check_check(ctx: Ctx) -> None:
+    from copymark.client.store import QueryStore
+
+    with QueryStore(ctx.work / "store") as store:
+        assert store.integrity_check().ok and len(store.pairs()) == 8
+    assert decode_image_bytes(ctx.damaged.read_bytes()).shape == (3, 128, 128)  # type: ignore[attr-defined]
+
+
+def _train_setup(ctx: Ctx) -> None:
+    write_translation_data(ctx.work / "DIR")
+    write_tiles(ctx.work / "HR_DIR", ("china", "flower"), 48, 6)
+    write_photos(ctx.work / "photos", ("coffee", "rocket"), max_side=64)
+
+
+def _train_check(ctx: Ctx) -> None:
+    for run in ("p2p", "cg", "sr", "p2p-4000"):
+        assert any((ctx.work / "runs" / run / "checkpoints").iterdir()), run
+    show = ctx.out[step("train-and-run-image-translation-models", "copymark nets show").line]
+    assert "generator.num_downs" in show
+    assert sorted(p.stem for p in (ctx.work / "out").glob("*.png")) == ["coffee", "rocket"]
+
+
+def _metrics_setup(ctx: Ctx) -> None:
+    set5 = SHARED_DATA / "sr" / "Set5"
+    if set5.exists():  # results/: bicubic x4 of Set5's LR images, named like their HR images
+        for lr in sorted((set5 / "LR_x4").glob("*.png")):
+            save_image(upscale_bicubic(load_image(lr), 4), ctx.work / "results" / lr.name)
+
+
+def _metrics_check(ctx: Ctx) -> None:
+    if (ctx.work / "metrics.json").exists():
+        res = json.loads((ctx.work / "metrics.json").read_text())
+        # the README: "bicubic x4 on Set5 gives the published 28.42 dB" (SelfExSR's figure, 2 decimals)
+        assert abs(res["metrics"]["psnr"]["mean"] - 28.42) < 0.05 and "swd" in json.dumps(res)
+
+
+def _study_setup(ctx: Ctx) -> None:
+    # 20 paired outputs (study create's default --per-participant is 20) and two style examples
+    write_tiles(ctx.work / "victim", ("coffee",), 24, 20, "img")
+    write_tiles(ctx.work / "surrogate", ("chelsea",), 24, 20, "img")
+    write_tiles(ctx.work / "style", ("flower",), 24, 2, "style")
+    shutil.copy(ROOT / "tests/study/data/extraction_study_summary.json", ctx.work / "summary.json")
+
+
+def _study_check(ctx: Ctx) -> None:
+    analyzed = [json.loads(p.read_text()) for p in (ctx.work / "study/analysis").glob("*/metrics.json")]
+    assert len(analyzed) == 1 and analyzed[0]["victim"]["n"] == analyzed[0]["surrogate"]["n"] == 20
+    assert len((ctx.work / "sim.csv").read_text().splitlines()) > 125
+
+
+WATERMARK = "prove-that-a-classifier-is-yours-blind-watermark-ownership"
+
+
+def _watermark_setup(ctx: Ctx) -> None:
+    # nine classes (one photograph each): barely trained null models answer near-constantly, so they agree
+    # with a trigger's label (never its cover's class nor the host's answer) about 1 time in 7, and
+    # 2 x 32 triggers bound that rate below verify's p1 = 0.5 (with four classes they would not)
+    write_classes(ctx.work / "data/cifar10", tuple(sample_names()), per_class=20)
+    write_tiles(ctx.work / "logos", ("flower", "hubble_deep_field", "immunohistochemistry", "retina"), 32, 8, "logo")
+    # the independently trained null models verify calibrate names: the README's own training line
+    train = step(WATERMARK, "copymark classifier train")
+    for k in (1, 2):
+        ctx.run(train, extra=("--run-dir", f"runs/null-{k}", "--seed", str(k)))
+
+
+def _watermark_check(ctx: Ctx) -> None:
+    protect = ctx.out[step(WATERMARK, "copymark protect").line]
+    assert "sha256:" in protect  # the commitment to publish
+    verify = ctx.out[step(WATERMARK, "copymark verify --kit").line]
+    assert re.search(r"\b(owned|not owned|undecided)\b", verify), verify
+    assert (ctx.work / "runs/verify/metrics.json").is_file()
+
+
+def _stego_setup(ctx: Ctx) -> None:
+    # stego train holds out 16 of each folder, detect-train 64 cover/stego pairs (their defaults): 72 covers
+    write_tiles(ctx.work / "covers", ("astronaut", "chelsea", "coffee", "rocket"), 64, 72, "c")
+    write_tiles(ctx.work / "secrets", ("flower", "hubble_deep_field", "immunohistochemistry", "retina"), 64, 24, "s")
+    write_tiles(ctx.work / "suspects", ("china",), 64, 3, "x")
+
+
+def _stego_check(ctx: Ctx) -> None:
+    covers, stegos = sorted((ctx.work / "covers").iterdir()), sorted((ctx.work / "stegos").glob("*.png"))
+    assert [p.stem for p in stegos] == [p.stem for p in covers]
+    detect = ctx.out[step("steganography-and-steganalysis", "copymark stego detect").line]
+    summary = json.loads(detect)
+    assert summary["images"] == 3 and 0 <= summary["input_flagged_rate"] <= 1, summary
+
+
+SPECS: dict[str, BlockSpec] = {
+    "steal-an-image-translation-model-through-its-api": BlockSpec(_steal_setup, check=_steal_check),
+    "serve-your-own-model": BlockSpec(_serve_own_setup, check=_serve_own_check),
+    "serve-your-own-model-2": BlockSpec(
+        _store_check_setup, after={"copymark store check --store store/": _damage_an_answer}, check=_store_check_check
+    ),
+    "train-and-run-image-translation-models": BlockSpec(_train_setup, check=_train_check),
+    "measure-image-quality": BlockSpec(_metrics_setup, check=_metrics_check),
+    "run-a-user-study": BlockSpec(_study_setup, check=_study_check),
+    WATERMARK: BlockSpec(_watermark_setup, check=_watermark_check),
+    "steganography-and-steganalysis": BlockSpec(_stego_setup, check=_stego_check),
+}
+WITH_COMMANDS = [i for i, b in BY_ID.items() if any(s.argv is not None for s in b.steps)]
+
+
+def test_every_readme_block_with_commands_has_a_spec():
+    assert sorted(SPECS) == sorted(WITH_COMMANDS), "add a BlockSpec for each new README block (and drop old ones)"
+    for block_id, spec in SPECS.items():
+        texts = [s.text for s in BY_ID[block_id].steps]
+        for text in spec.after:
+            assert text in texts, f"{block_id}: no README line {text!r} to run a hook after"
+
+
+@pytest.fixture
+def _one_thread():
+    """Tiny nets run faster on one thread, and far faster when the shared cores are busy."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.usefixtures("_one_thread")
+@pytest.mark.parametrize("block_id", WITH_COMMANDS)
+def test_readme_block_runs_as_written(block_id, tmp_path, monkeypatch, capsys):
+    block, spec = BY_ID[block_id], SPECS[block_id]
+    work = tmp_path / "work"
+    work.mkdir()
+    if SHARED_DATA.exists():  # ../shared/data, as beside the checkout
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared" / "data").symlink_to(SHARED_DATA.resolve())
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))  # a python: factory module, for in-process lines
+    ctx = Ctx(work, logs, capsys)
+    try:
+        spec.setup(ctx)
+        for s in block.steps:
+            ctx.run(s)
+            if s.text in spec.after:
+                spec.after[s.text](ctx)
+        spec.check(ctx)
+    finally:
+        ctx.stop_all()
+    if ctx.skipped:
+        pytest.skip("every other line ran; skipped: " + "; ".join(ctx.skipped))
