@@ -86,6 +86,18 @@ def _strip_comment(text: str) -> str:
     return text.rstrip()
 
 
+def code_fences(readme: Path = README) -> list[tuple[int, str]]:
+    """``(line, language)`` of every fenced code block of the README (language ``""`` when none is given)."""
+    fences, inside = [], False
+    for n, raw in enumerate(readme.read_text().splitlines(), 1):
+        m = re.match(r"\s*(```|~~~)\s*(\S*)", raw)
+        if m:
+            if not inside:
+                fences.append((n, m.group(2)))
+            inside = not inside
+    return fences
+
+
 def readme_blocks(readme: Path = README) -> list[Block]:
     """Every ```bash block of the README, in order, with its steps (blank and comment lines dropped)."""
     lines = readme.read_text().splitlines()
@@ -97,8 +109,9 @@ def readme_blocks(readme: Path = README) -> list[Block]:
             heading = m.group(1).strip()
         if lines[i].strip() == "```bash":
             j = i + 1
-            while lines[j].strip() != "```":
+            while j < len(lines) and lines[j].strip() != "```":
                 j += 1
+            assert j < len(lines), f"{readme.name}:{i + 1}: a ```bash block that is never closed"
             block = Block(heading or "(top)", i + 1)
             for start, text in _logical_lines("\n".join(lines[i + 1 : j]), i + 2):
                 text = _strip_comment(text.strip())

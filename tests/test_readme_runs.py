@@ -1,23 +1,33 @@
-"""Every `copymark ...` command of every ```bash block of README.md runs as written, at tiny sizes.
+"""Every command of every ```bash block of README.md runs as written, at tiny sizes.
+
+The README is read as it stands (tests/readme_fixtures.py: continuation lines joined, a quoted
+newline kept, comments dropped), so a line added to it later is run by its block's test, and a
+new block fails test_every_readme_line_is_run_or_listed until it gets a BlockSpec here (or its
+lines are listed in NOT_RUN with the reason they cannot run in a test). A code block in another
+language than bash fails test_readme_code_blocks_are_bash.
 
 One test per README block (its id is the heading's slug), in a fresh working folder: the
 block's fixtures are made first (the folders its commands name, filled with tiles of the
 built-in photographs; files an earlier block would have made, made by the README's own command
 for them; the user module a ``python:`` spec names), then every line runs in README order and
-must exit 0. "As written" means the README's command line unchanged, with only the tiny-size
-options of OVERRIDES appended (Typer/click keep the last value of a repeated option, so
+must exit 0, and the block's check asserts what the lines made. "As written" means the README's
+command line unchanged, with only the options of OVERRIDES appended (see :class:`Tiny`: steps,
+budgets and, where the line sets none, sizes and widths; Typer keeps an option's last value, so
 ``--iters 2000 ... --iters 2`` trains 2 steps) and the README's ports replaced by free ones.
 
 * ``copymark ...`` lines run in process (:func:`copymark.cli.main`), in the block's folder;
 * shell lines (``echo '...' > keys.json``) run with bash in that folder;
 * servers (``copymark serve``, ``copymark study serve``) run as real subprocesses
-  (``python -m copymark.cli``): a line ending in ``&`` serves until the end of its block, a
-  line without it (it would run until Ctrl-C) is started, waited for, probed and stopped;
+  (``python -m copymark.cli``) on 127.0.0.1: a line ending in ``&`` serves until the end of its
+  block, a line without it (it would run until Ctrl-C) is started, waited for, probed through
+  its API and stopped (consecutive ones are started together, then probed in order);
 * a line that names ``../shared/data`` runs when the shared data folder is beside the checkout
   (the block's folder gets ``../shared/data`` as a link to it) and is skipped otherwise, with
   the block's test reported as skipped after every other line has run and passed.
 
-A failure names the block, the README line and the command as it ran, with its error output.
+The blocks of FAST_BLOCKS run in the default tier; the others (10-60 s each on two busy cores)
+are marked slow. A failure names the block, the README line and the command as it ran, with its
+error output.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from tests.readme_fixtures import (
     Block,
     Step,
     block_ids,
+    code_fences,
     readme_blocks,
     tiles,
     write_classes,
@@ -102,7 +113,7 @@ OVERRIDES: dict[tuple[str, ...], Tiny] = {
     ("train", "cyclegan"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", CYCLEGAN)),
     # 2 steps on 32 px HR crops (8 px LR, x4) of a 1-block, 8-channel SRResNet
     ("train", "srresnet"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", SRRESNET)),
-    # 2 of the README's 20,000 steps, batch 16 instead of 128 (180 images of 32 px)
+    # 2 of the README's 20,000 steps, batch 16 instead of 128 (108 images of 32 px)
     ("classifier", "train"): Tiny(always=("--iters", "2", "--batch-size", "16")),
     # a 4-channel En2D codec trained 2 steps, 32 triggers, 2 embedding steps (instead of 1,000 each and 500 triggers)
     ("protect",): Tiny(
@@ -174,6 +185,7 @@ class Server:
     url: str
     log: Path
     step: Step
+    kind: tuple[str, ...] | None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -219,8 +231,7 @@ class Ctx:
 
     def run(self, step: Step, extra: tuple[str, ...] = ()) -> str:
         """Run one README line; returns its stdout (a server line: starts it, see :meth:`serve`)."""
-        if "../shared/data" in step.text and not SHARED_DATA.exists():
-            self.skipped.append(f"{step} (needs {SHARED_DATA}, the shared data folder beside the checkout)")
+        if self.skip(step):
             return ""
         if step.argv is None:
             r = subprocess.run(["bash", "-c", step.text], cwd=self.work, capture_output=True, text=True, timeout=60)
@@ -228,7 +239,7 @@ class Ctx:
             return r.stdout
         argv = self.argv(step, extra)
         if server_kind(step.argv):
-            self.serve(step, argv)
+            self.ready(self.start(step, argv))
             return ""
         self.capsys.readouterr()
         rc = main(list(argv))
@@ -237,7 +248,22 @@ class Ctx:
         self.out[step.line] = cap.out
         return cap.out
 
-    def serve(self, step: Step, argv: tuple[str, ...]) -> Server:
+    def run_servers(self, steps: list[Step]) -> None:
+        """Consecutive README server lines: all started at once (they are independent), then each
+        one waited for, probed and stopped in README order (server start-up is most of their time)."""
+        started = [self.start(s, self.argv(s)) for s in steps if not self.skip(s)]
+        for srv in started:
+            self.ready(srv)
+
+    def skip(self, step: Step) -> bool:
+        """A line that names ``../shared/data`` when it is absent: recorded as skipped."""
+        if "../shared/data" in step.text and not SHARED_DATA.exists():
+            self.skipped.append(f"{step} (needs {SHARED_DATA}, the shared data folder beside the checkout)")
+            return True
+        return False
+
+    def start(self, step: Step, argv: tuple[str, ...]) -> Server:
+        """The server line as a real subprocess (``python -m copymark.cli``), its output in a log file."""
         port = int(argv[argv.index("--port") + 1])
         log = self.logs / f"serve-{step.line}.log"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(self.work)])}
@@ -250,23 +276,39 @@ class Ctx:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stop() can end its model worker too
             )
-        srv = Server(proc, f"http://127.0.0.1:{port}", log, step)
+        srv = Server(proc, f"http://127.0.0.1:{port}", log, step, server_kind(argv))
         self.servers.append(srv)
-        kind = server_kind(argv)
-        health = "/healthz" if kind == ("study", "serve") else "/v1/health"
-        wait_ready(srv, health, timeout=180)
-        if not step.background:  # it would serve until Ctrl-C: probe it, then stop it
+        return srv
+
+    def ready(self, srv: Server) -> None:
+        """Wait until it answers; a line without ``&`` (it would serve until Ctrl-C) is then probed and stopped."""
+        wait_ready(srv, "/healthz" if srv.kind == ("study", "serve") else "/v1/health", timeout=180)
+        if not srv.step.background:
             try:
-                WHILE_SERVING[kind](self, srv)
+                WHILE_SERVING[srv.kind](self, srv)
             finally:
                 srv.stop()
                 self.servers.remove(srv)
-        return srv
 
     def stop_all(self) -> None:
         for srv in self.servers:
             srv.stop()
         self.servers.clear()
+
+
+def foreground_server(step: Step) -> bool:
+    return step.argv is not None and server_kind(step.argv) is not None and not step.background
+
+
+def in_groups(steps: list[Step]) -> list[list[Step]]:
+    """Each line alone, except consecutive foreground server lines, which form one group."""
+    groups: list[list[Step]] = []
+    for s in steps:
+        if groups and foreground_server(s) and foreground_server(groups[-1][-1]):
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
 
 
 def wait_ready(srv: Server, path: str, timeout: float) -> None:
@@ -455,7 +497,7 @@ def _watermark_setup(ctx: Ctx) -> None:
     # nine classes (one photograph each): barely trained null models answer near-constantly, so they agree
     # with a trigger's label (never its cover's class nor the host's answer) about 1 time in 7, and
     # 2 x 32 triggers bound that rate below verify's p1 = 0.5 (with four classes they would not)
-    write_classes(ctx.work / "data/cifar10", tuple(sample_names()), per_class=20)
+    write_classes(ctx.work / "data/cifar10", tuple(sample_names()), per_class=12)
     write_tiles(ctx.work / "logos", ("flower", "hubble_deep_field", "immunohistochemistry", "retina"), 32, 8, "logo")
     # the independently trained null models verify calibrate names: the README's own training line
     train = step(WATERMARK, "copymark classifier train")
@@ -498,15 +540,76 @@ SPECS: dict[str, BlockSpec] = {
     WATERMARK: BlockSpec(_watermark_setup, check=_watermark_check),
     "steganography-and-steganalysis": BlockSpec(_stego_setup, check=_stego_check),
 }
-WITH_COMMANDS = [i for i, b in BY_ID.items() if any(s.argv is not None for s in b.steps)]
+# README lines that this test does not run, each with its reason (matched against the line as
+# written, without its comment). test_every_readme_line_is_run_or_listed fails on a line that is
+# neither run nor listed here, and on a listed line the README no longer has.
+NOT_RUN: dict[str, str] = {
+    "make demo": "creates .venv and pip-installs copymark (network, minutes), then runs `copymark demo`, which "
+    "tests/extraction/test_demo.py runs at full size in the slow tier (and tiny in the default tier)",
+    "make test": "runs the whole default test suite (this test included) after `make lint`; it is what runs this test",
+}
 
 
-def test_every_readme_block_with_commands_has_a_spec():
-    assert sorted(SPECS) == sorted(WITH_COMMANDS), "add a BlockSpec for each new README block (and drop old ones)"
+def run_steps(block: Block) -> list[Step]:
+    return [s for s in block.steps if s.text not in NOT_RUN]
+
+
+RUN_BLOCKS = [i for i, b in BY_ID.items() if run_steps(b)]
+# Blocks that run in a few seconds stay in the default tier; the others train or serve several
+# nets (10-60 s each on 2 busy cores) and run with `make test-slow`.
+FAST_BLOCKS = {"measure-image-quality", "run-a-user-study"}
+
+
+def test_readme_code_blocks_are_bash():
+    """Only ```bash blocks are extracted: a block in another language would be silently skipped."""
+    other = [(n, lang) for n, lang in code_fences() if lang != "bash"]
+    assert not other, f"README.md code blocks that are not ```bash (write shell commands as ```bash): {other}"
+
+
+def test_every_readme_line_is_run_or_listed():
+    """Each line of each ```bash block is run by a block test or listed in NOT_RUN with a reason."""
+    assert sorted(SPECS) == sorted(RUN_BLOCKS), (
+        f"README blocks with lines to run: {sorted(RUN_BLOCKS)}; with a BlockSpec: {sorted(SPECS)} "
+        "(add a BlockSpec for a new README block, or list its lines in NOT_RUN with the reason)"
+    )
+    lines = {s.text for b in BLOCKS for s in b.steps}
+    stale = sorted(set(NOT_RUN) - lines)
+    assert not stale, f"NOT_RUN lists lines the README no longer has: {stale}"
     for block_id, spec in SPECS.items():
         texts = [s.text for s in BY_ID[block_id].steps]
         for text in spec.after:
             assert text in texts, f"{block_id}: no README line {text!r} to run a hook after"
+    assert sum(len(run_steps(b)) for b in BLOCKS) + len(NOT_RUN) == sum(len(b.steps) for b in BLOCKS)
+
+
+def test_readme_lines_are_extracted_as_the_shell_reads_them(tmp_path):
+    """Continuations joined, a quoted newline kept, trailing comments dropped, `&` seen, headings tracked."""
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# t\n\n## Usage\n\n### Serve\n\n```bash\n# a comment line\n"
+        'echo \'{"a": 1,\n      "b#2": 2}\' > keys.json\n'
+        "copymark serve --victim 'x?a=1&b=2' --port 8000 &   # in the background\n"
+        "copymark extract --victim-url http://127.0.0.1:8000 \\\n    --budget 5\n```\n\nText.\n\n"
+        "```bash\nmake demo\n```\n"
+    )
+    blocks = readme_blocks(readme)
+    assert [(b.heading, b.line) for b in blocks] == [("Serve", 7), ("Serve", 18)]
+    echo, serve, extract = blocks[0].steps
+    assert (echo.line, echo.argv, echo.background) == (9, None, False)
+    assert echo.text == 'echo \'{"a": 1,\n      "b#2": 2}\' > keys.json'
+    assert serve.argv == ("serve", "--victim", "x?a=1&b=2", "--port", "8000") and serve.background
+    assert extract.line == 12 and extract.argv == ("extract", "--victim-url", "http://127.0.0.1:8000", "--budget", "5")
+    assert blocks[1].steps[0].argv is None and block_ids(blocks) == ["serve", "serve-2"]
+    assert code_fences(readme) == [(7, "bash"), (18, "bash")]
+
+
+def test_tiny_overrides_keep_the_readme_s_own_sizes():
+    line = ("train", "pix2pix", "--from-store", "s/", "--size", "128", "--iters", "2000", "--batch-size", "8")
+    added = overrides(line)
+    assert added[:2] == ("--iters", "2") and "--size" not in added and "--batch-size" not in added
+    assert overrides(("train", "pix2pix", "--data", "D"))[2:6] == ("--size", "32", "--batch-size", "2")
+    assert overrides(("train", "pix2pix", "--run-dir", "r", "--resume")) == ()
+    assert overrides(("metrics", "--pred", "p")) == ()
 
 
 @pytest.fixture
@@ -519,7 +622,9 @@ def _one_thread():
 
 
 @pytest.mark.usefixtures("_one_thread")
-@pytest.mark.parametrize("block_id", WITH_COMMANDS)
+@pytest.mark.parametrize(
+    "block_id", [pytest.param(b, marks=() if b in FAST_BLOCKS else pytest.mark.slow) for b in RUN_BLOCKS]
+)
 def test_readme_block_runs_as_written(block_id, tmp_path, monkeypatch, capsys):
     block, spec = BY_ID[block_id], SPECS[block_id]
     work = tmp_path / "work"
@@ -534,10 +639,14 @@ def test_readme_block_runs_as_written(block_id, tmp_path, monkeypatch, capsys):
     ctx = Ctx(work, logs, capsys)
     try:
         spec.setup(ctx)
-        for s in block.steps:
-            ctx.run(s)
-            if s.text in spec.after:
-                spec.after[s.text](ctx)
+        for group in in_groups(run_steps(block)):
+            if len(group) > 1:
+                ctx.run_servers(group)
+            else:
+                ctx.run(group[0])
+            for s in group:
+                if s.text in spec.after:
+                    spec.after[s.text](ctx)
         spec.check(ctx)
     finally:
         ctx.stop_all()
