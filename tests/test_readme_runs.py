@@ -75,11 +75,6 @@ BY_ID: dict[str, Block] = dict(zip(block_ids(BLOCKS), BLOCKS, strict=True))
 
 # --------------------------------------------------------------------------- tiny sizes
 
-P2P = json.dumps({"generator": {"ngf": 8}, "discriminator": {"ndf": 8, "n_layers": 2}})
-CYCLEGAN = json.dumps({"generator": {"ngf": 8, "n_blocks": 1}, "discriminator": {"ndf": 8, "n_layers": 2}})
-SRRESNET = json.dumps({"generator": {"n_blocks": 1, "nf": 8}})
-SRNET = json.dumps({"c1": 4, "c2": 4, "c9": 4, "c10": 4, "c11": 4, "c12": 4})
-
 
 @dataclass(frozen=True)
 class Tiny:
@@ -88,58 +83,53 @@ class Tiny:
     ``always``: iteration counts, budgets and batch sizes, appended even when the line sets them
     (``--iters 2000 ... --iters 2`` trains 2 steps). ``unless_given``: sizes, widths and batches,
     appended only when the README line does not set that option itself (the line's own
-    ``--size 128`` stays 128).
+    ``--size 128`` stays 128). Both are shell words (split with shlex).
     """
 
-    always: tuple[str, ...] = ()
-    unless_given: tuple[str, ...] = ()
+    always: str = ""
+    unless_given: str = ""
 
     def args(self, argv: tuple[str, ...]) -> tuple[str, ...]:
-        pairs = list(zip(self.unless_given[::2], self.unless_given[1::2], strict=True))
-        return (*self.always, *(a for flag, value in pairs if flag not in argv for a in (flag, value)))
+        given = shlex.split(self.unless_given)
+        pairs = list(zip(given[::2], given[1::2], strict=True))
+        return (*shlex.split(self.always), *(a for flag, value in pairs if flag not in argv for a in (flag, value)))
 
 
-TRAIN_TINY = ("--size", "32", "--batch-size", "2")
+def _json(obj: dict) -> str:
+    return shlex.quote(json.dumps(obj))
+
+
+P2P = _json({"generator": {"ngf": 8}, "discriminator": {"ndf": 8, "n_layers": 2}})
+CYCLEGAN = _json({"generator": {"ngf": 8, "n_blocks": 1}, "discriminator": {"ndf": 8, "n_layers": 2}})
+SRRESNET = _json({"generator": {"n_blocks": 1, "nf": 8}})
+SRNET = _json({"c1": 4, "c2": 4, "c9": 4, "c10": 4, "c11": 4, "c12": 4})
+EN2D = _json({"width": 4})
 
 # By command. Each entry only shrinks what the line does (steps, budget, sizes, widths); none
 # changes what is served, trained, attacked or measured.
 OVERRIDES: dict[tuple[str, ...], Tiny] = {
     # 8 answers (one batch of the README's train line) instead of 500, of the README's 128 px crops
-    ("extract",): Tiny(always=("--budget", "8")),
-    # 2 steps; where the README gives no size, 32 px (the UNet depth follows --size: 5 levels),
-    # batch 2; 8 base channels
-    ("train", "pix2pix"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", P2P)),
+    ("extract",): Tiny(always="--budget 8"),
+    # 2 steps; where the line gives none: 32 px (the UNet depth follows --size: 5 levels), batch 2,
+    # 8 base channels
+    ("train", "pix2pix"): Tiny(always="--iters 2", unless_given=f"--size 32 --batch-size 2 --net-config {P2P}"),
     # 2 steps at 32 px of a ResNet generator with one block and 8 base channels
-    ("train", "cyclegan"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", CYCLEGAN)),
+    ("train", "cyclegan"): Tiny(always="--iters 2", unless_given=f"--size 32 --batch-size 2 --net-config {CYCLEGAN}"),
     # 2 steps on 32 px HR crops (8 px LR, x4) of a 1-block, 8-channel SRResNet
-    ("train", "srresnet"): Tiny(always=("--iters", "2"), unless_given=(*TRAIN_TINY, "--net-config", SRRESNET)),
+    ("train", "srresnet"): Tiny(always="--iters 2", unless_given=f"--size 32 --batch-size 2 --net-config {SRRESNET}"),
     # 2 of the README's 20,000 steps, batch 16 instead of 128 (108 images of 32 px)
-    ("classifier", "train"): Tiny(always=("--iters", "2", "--batch-size", "16")),
-    # a 4-channel En2D codec trained 2 steps, 32 triggers, 2 embedding steps (instead of 1,000 each and 500 triggers)
+    ("classifier", "train"): Tiny(always="--iters 2 --batch-size 16"),
+    # a 4-channel En2D codec trained 2 steps, 32 triggers, 2 embedding steps (instead of 1,000
+    # each and 500 triggers)
     ("protect",): Tiny(
-        always=(
-            "--codec-iters",
-            "2",
-            "--codec-batch-size",
-            "4",
-            "--codec-config",
-            '{"codec": {"width": 4}}',
-            "--triggers",
-            "32",
-            "--trigger-batch",
-            "8",
-            "--iters",
-            "2",
-            "--batch-size",
-            "16",
-        )
-    ),  # fmt: skip
-    # a 4-channel En2D trained 2 steps on pairs of 64 px images (the README's size: stego hide's default)
-    ("stego", "train"): Tiny(
-        always=("--iters", "2"), unless_given=("--batch-size", "2", "--net-config", '{"width": 4}')
+        always="--codec-iters 2 --codec-batch-size 4 --codec-config "
+        + _json({"codec": {"width": 4}})
+        + " --triggers 32 --trigger-batch 8 --iters 2 --batch-size 16"
     ),
+    # a 4-channel En2D trained 2 steps on pairs of 64 px images (the README's size: stego hide's default)
+    ("stego", "train"): Tiny(always="--iters 2", unless_given=f"--batch-size 2 --net-config {EN2D}"),
     # an SRNet of 4 filters per layer trained 2 steps
-    ("stego", "detect-train"): Tiny(always=("--iters", "2"), unless_given=("--batch-size", "2", "--net-config", SRNET)),
+    ("stego", "detect-train"): Tiny(always="--iters 2", unless_given=f"--batch-size 2 --net-config {SRNET}"),
 }
 # The README's ports, replaced by free ones in every command of a block (other tests and
 # helpers use this machine at the same time); a server line without --port gets one too.
@@ -226,7 +216,11 @@ class Ctx:
                 a = str(self.ports[int(a)])
             args.append(re.sub(rf"(?<=127\.0\.0\.1:)({ports})\b", lambda m: str(self.ports[int(m.group(1))]), a))
         if server_kind(step.argv) and "--port" not in step.argv:
-            args += ["--port", str(self.ports[DEFAULT_PORT])]  # the default port, taken by no one else
+            # the default port, taken by no one else: the mapped one for a background server
+            # (later lines reach it as 127.0.0.1:8000), a port of its own for a foreground one
+            # (consecutive ones run at the same time)
+            port = free_port() if foreground_server(step) else self.ports[DEFAULT_PORT]
+            args += ["--port", str(port)]
         return (*args, *overrides(step.argv), *extra)
 
     def run(self, step: Step, extra: tuple[str, ...] = ()) -> str:
