@@ -502,9 +502,11 @@ def _watermark_setup(ctx: Ctx) -> None:
 def _watermark_check(ctx: Ctx) -> None:
     protect = ctx.out[step(WATERMARK, "copymark protect").line]
     assert "sha256:" in protect  # the commitment to publish
-    verify = ctx.out[step(WATERMARK, "copymark verify --kit").line]
-    assert re.search(r"\b(owned|not owned|undecided)\b", verify), verify
-    assert (ctx.work / "runs/verify/metrics.json").is_file()
+    cal = json.loads((ctx.work / "calibration.json").read_text())
+    assert cal["trials"] == 2 * 32 and cal["p0_upper"] < 0.5, cal  # two null models, 32 triggers each
+    verify, _ = json.JSONDecoder().raw_decode(ctx.out[step(WATERMARK, "copymark verify --kit").line])
+    assert verify["verdict"] in ("owned", "not owned", "undecided") and 1 <= verify["queries"] <= 32, verify
+    assert verify["p0"] == cal["p0_upper"] and (ctx.work / "runs/verify/metrics.json").is_file()
 
 
 def _stego_setup(ctx: Ctx) -> None:
@@ -534,6 +536,7 @@ SPECS: dict[str, BlockSpec] = {
     WATERMARK: BlockSpec(_watermark_setup, check=_watermark_check),
     "steganography-and-steganalysis": BlockSpec(_stego_setup, check=_stego_check),
 }
+
 # README lines that this test does not run, each with its reason (matched against the line as
 # written, without its comment). test_every_readme_line_is_run_or_listed fails on a line that is
 # neither run nor listed here, and on a listed line the README no longer has.
