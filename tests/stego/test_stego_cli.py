@@ -58,6 +58,38 @@ def test_train_and_resume_via_cli(data, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_train_presets_via_cli(data, tmp_path, capsys):
+    """--preset recommended records the residual En2D, cosine schedule and batch 2; explicit options
+    override it; the fine-tune stage starts from the first run; wrong presets are refused."""
+    common = ["stego", "train", "--codec", "en2d", "--covers", str(data["covers"]), "--secrets", str(data["secrets"]),
+              "--size", "32", "--iters", "3", "--holdout", "4", "--no-progress"]  # fmt: skip
+    first = tmp_path / "rec"
+    assert main([*common, "--preset", "recommended", "--net-config", '{"width": 4}', "--run-dir", str(first)]) == 0
+    cfg = json.loads((first / "config.json").read_text())
+    proc = cfg["procedure"]
+    assert (
+        proc["schedule"] == "cosine" and proc["lr"] == 1e-3 and proc["beta"] == 1.0 and cfg["loop"]["batch_size"] == 2
+    )
+    assert (
+        proc["codec"]["width"] == 4 and proc["codec"]["decoder_width"] == 16 and proc["codec"]["residual_scale"] == 1.0
+    )
+    second = tmp_path / "fine"
+    args = [*common, "--preset", "recommended-finetune", "--net-config", '{"width": 4}', "--init-from", str(first),
+            "--lr", "2e-4", "--batch-size", "4", "--run-dir", str(second)]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((second / "config.json").read_text())
+    assert cfg["procedure"]["beta"] == 0.25 and cfg["procedure"]["lr"] == 2e-4 and cfg["loop"]["batch_size"] == 4
+    capsys.readouterr()
+    for extra, message in (
+        (["--preset", "recomended"], "not a codec training preset"),
+        (["--schedule", "linear"], "not a schedule"),
+        (["--codec", "gglnet", "--preset", "recommended"], "En2D setting"),
+    ):
+        bad = tmp_path / f"bad-{extra[1]}"
+        assert main([*common, *extra, "--run-dir", str(bad)]) == 2
+        assert message in capsys.readouterr().err and not bad.exists()
+
+
 def test_report_hide_reveal_lsb(data, tmp_path, capsys):
     run = tmp_path / "rep"
     assert main(["stego", "report", "--codec", "lsb", "--covers", str(data["covers"]), "--secrets", str(data["secrets"]),

@@ -64,6 +64,16 @@ def train_cmd(
     codec: str | None = typer.Option(None, "--codec", help="en2d or gglnet"),
     covers: Path | None = typer.Option(None, "--covers", help="folder of cover images"),
     secrets: Path | None = typer.Option(None, "--secrets", help="folder of secret images (disjoint from the covers)"),
+    preset: str = typer.Option(
+        "study",
+        "--preset",
+        help="study: the security study's settings per codec; recommended: the CPU setting (residual En2D, "
+        "16-filter decoder, cosine schedule, batch 2); recommended-finetune: its second stage (cover MSE "
+        "weighted 4x, half the lr; use with --init-from a recommended run). Explicit options override the preset.",
+    ),
+    schedule: str | None = typer.Option(
+        None, "--schedule", help="learning-rate schedule: constant or cosine (to 0 at the end) [default: the preset's]"
+    ),
     seed: int = typer.Option(
         0, "--seed", help="seed of initialisation, pairing and order (the study: 2022, 1211, 204, 109)"
     ),
@@ -104,6 +114,10 @@ def train_cmd(
 ) -> None:
     """Train an En2D or GglNet codec; writes RUN/codec, metrics.json (held-out quality) and visibility.png.
 
+    `--preset recommended` (En2D only) is the setting measured best on CPU budgets
+    (benchmarks/stego_quality.py); follow it with a second run `--preset recommended-finetune
+    --init-from FIRST_RUN` to trade some revealed-secret PSNR for stego-vs-cover PSNR.
+
     Everything (device and AMP, folders, sizes, batch vs images, net config, --init-from) is
     checked before the run folder is created. `--resume` continues exactly (only --device,
     --progress and --lr may change); a longer run is a new run: `--init-from OLD_RUN --iters N`.
@@ -111,7 +125,7 @@ def train_cmd(
     from copymark.errors import ConfigError
     from copymark.stego.training import StegoDataConfig, StegoRunConfig, resume_codec, train_codec
     from copymark.train.loop import LoopConfig
-    from copymark.train.stego import STUDY_DEFAULTS, stego_train_config
+    from copymark.train.stego import STUDY_DEFAULTS, preset_train_config
 
     if resume:
         out = resume_codec(run_dir, device=device, progress=progress, lr=lr, iters=iters)
@@ -128,10 +142,15 @@ def train_cmd(
         from copymark.config import format_validation_error
 
         try:
-            proc = stego_train_config(
-                kind, lr=lr, beta=beta, **parse_json_arg(net_config, "--net-config", '{"width": 8}')
+            proc, preset_bs = preset_train_config(
+                preset,
+                kind,
+                lr=lr,
+                beta=beta,
+                schedule=schedule,
+                arch=parse_json_arg(net_config, "--net-config", '{"width": 8}'),
             )
-            bs = int(STUDY_DEFAULTS[kind]["batch_size"]) if batch_size is None else batch_size
+            bs = preset_bs if batch_size is None else batch_size
             loop = LoopConfig(
                 iters=iters or 1000,
                 batch_size=bs,

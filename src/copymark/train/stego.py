@@ -115,6 +115,44 @@ def stego_train_config(
     )
 
 
+PRESETS = ("study", "recommended", "recommended-finetune")
+
+
+def preset_train_config(
+    preset: str,
+    codec: Literal["en2d", "gglnet"],
+    lr: float | None = None,
+    beta: float | None = None,
+    schedule: str | None = None,
+    arch: dict[str, Any] | None = None,
+) -> tuple[StegoTrainConfig, int]:
+    """The procedure config and batch size of a named preset, explicit values overriding it.
+
+    ``study``: :data:`STUDY_DEFAULTS` (constant schedule); ``recommended`` and
+    ``recommended-finetune``: :data:`RECOMMENDED` and :data:`RECOMMENDED_FINETUNE` (En2D only;
+    ``arch`` keys override the residual En2D's).
+    """
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"--preset {preset!r} is not a codec training preset", hint=f"use one of {', '.join(PRESETS)}"
+        )
+    if schedule is not None and schedule not in ("constant", "cosine"):
+        raise ConfigError(f"--schedule {schedule!r} is not a schedule", hint="use constant or cosine")
+    if preset == "study":
+        base = stego_train_config(codec, lr=lr, beta=beta, **(arch or {}))
+        bs = int(STUDY_DEFAULTS[codec]["batch_size"])
+        return (base if schedule is None else base.model_copy(update={"schedule": schedule})), bs
+    if codec != "en2d":
+        raise ConfigError(f"--preset {preset} is an En2D setting, not one for {codec}", hint="use --codec en2d")
+    chosen = RECOMMENDED if preset == "recommended" else RECOMMENDED_FINETUNE
+    proc = dict(chosen["procedure"])
+    proc["codec"] = {**proc["codec"], **(arch or {})}
+    for key, value in (("lr", lr), ("beta", beta), ("schedule", schedule)):
+        if value is not None:
+            proc[key] = value
+    return StegoTrainConfig.model_validate(proc), int(chosen["batch_size"])
+
+
 class StegoPairs(Dataset):
     """Covers (``uint8`` ``N x 3 x S x S``) each paired with a seeded random secret.
 
