@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "git_commit": git_commit(),
-        "data": {"dataset": args.dataset, "source": str(args.data / args.dataset), "size": size,
+        "data": {"dataset": args.dataset, "source": f"{args.dataset} (under the shared data folder)", "size": size,
                  "n_train": args.n_train, "n_eval": args.n_eval, **data_info},
         "budget": {"recommended_iters": [args.iters, args.finetune_iters], "recommended_batch": rec_bs,
                    "training_images": images,

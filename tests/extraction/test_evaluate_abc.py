@@ -13,6 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from copymark import images as I
 from copymark.cli import main
+from copymark.errors import ConfigError, DataError
 from copymark.extraction.evaluate import EvaluateConfig, make_set, run_evaluation
 from copymark.serving.models import load_model
 
@@ -232,3 +233,19 @@ def test_fid_and_kid_come_together_or_say_why(tmp_path, n_style):
     assert a["fid"]["value"] == pytest.approx(want.fid, rel=1e-6) and (a["fid"]["n"], a["fid"]["n_ref"]) == (3, 3)
     k = kid_from_features(fd.features_of(answers), fd.features_of(refs), 1000, 100, 0)
     assert a["kid"]["mean"] == pytest.approx(k.mean, rel=1e-9)
+
+
+def test_ground_truth_pairing_is_said_not_guessed_from_names(tmp_path):
+    """Style examples that happen to share file stems with the test photos are a target-style set
+    unless paired ground truth is asked for; paired needs every stem; SR is always paired."""
+    test = _photos(tmp_path / "test", n=3)
+    same_names = _photos(tmp_path / "style", n=3)  # the same stems (chelsea.png, ...) as the test photos
+    assert not make_set("test", test, same_names, "style", 1).paired
+    s = make_set("test", test, same_names, "style", 1, "paired")
+    assert s.paired and set(s.gt) == set(s.inputs)
+    assert make_set("test", test, same_names, "sr", 4).paired
+    few = _photos(tmp_path / "few", n=2)
+    with pytest.raises(DataError, match="no ground truth with the same stem"):
+        make_set("test", test, few, "style", 1, "paired")
+    with pytest.raises(ConfigError, match="super-resolution ground truth is the HR image"):
+        make_set("test", test, same_names, "sr", 4, "set")

@@ -223,6 +223,8 @@ def test_a_spent_budget_stops_with_a_budget_hint_and_resumes(tmp_path, capsys):
         ("too_small", "SSIM window"),
         ("over_server_limit", "accepts at most"),
         ("gt_size", "the victim's answer will be"),
+        ("gt_unpaired", "no ground truth with the same stem"),
+        ("gt_pairing_typo", "gt_pairing"),
         ("sr_surrogate", "upscales x4 but the victim x1"),
         ("not_a_store", "not a query store"),
         ("bad_option", "n_boot"),
@@ -246,6 +248,15 @@ def test_everything_is_checked_before_a_run_folder_or_a_query(tmp_path, capsys, 
             settings["max_pixels"] = 40 * 40
         case "gt_size":
             gt = photos(tmp_path / "gt", n=2, side=32)  # paired by stem, but not the answer's size
+            extra = ["--gt-pairing", "paired"]
+        case "gt_unpaired":  # paired asked for, but the stems differ
+            gt = photos(tmp_path / "gtx", n=2, side=64)
+            for f in list(gt.iterdir()):
+                f.rename(gt / f"other-{f.name}")
+            extra = ["--gt-pairing", "paired"]
+        case "gt_pairing_typo":
+            gt = photos(tmp_path / "gt", n=2, side=64)
+            extra = ["--gt-pairing", "pared"]
         case "sr_surrogate":
             sur = scripted(Upscale(), tmp_path / "up.pt")
         case "not_a_store":

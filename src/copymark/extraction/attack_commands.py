@@ -31,6 +31,12 @@ def evaluate(
         "--gt",
         help="Ground truth: paired by stem (SR: HR images), or a folder of target-style images (unpaired).",
     ),
+    gt_pairing: str = typer.Option(
+        "auto",
+        "--gt-pairing",
+        help="What --gt is: paired (one ground truth per input, same file stem: per-image PSNR/SSIM), set (an "
+        "unpaired target-style set: set-level SWD/KID/FID) or auto (super-resolution: paired; style: set).",
+    ),
     benchmark: Path | None = typer.Option(None, "--benchmark", help="A second, benchmark set (same layout as --test)."),
     benchmark_gt: Path | None = typer.Option(None, "--benchmark-gt", help="Ground truth of the benchmark set."),
     run_dir: Path | None = typer.Option(
@@ -88,6 +94,7 @@ def evaluate(
             "surrogate": surrogate,
             "test": test,
             "gt": gt,
+            "gt_pairing": gt_pairing,
             "benchmark": benchmark,
             "benchmark_gt": benchmark_gt,
             "run_dir": rd,

@@ -98,6 +98,11 @@ class EvaluateConfig(StrictModel):
     surrogate: Path = Field(description="checkpoint folder, training run folder or TorchScript .pt")
     test: Path = Field(description="test inputs (SR: LR images, or a folder with HR/ and LR_x<scale>/)")
     gt: Path | None = Field(None, description="ground truth: paired by stem, or an unpaired target-style set")
+    gt_pairing: Literal["auto", "paired", "set"] = Field(
+        "auto",
+        description="how --gt relates to the inputs: paired (one ground truth per input, same file stem), set "
+        "(an unpaired target-style set), auto (super-resolution: paired; style: set)",
+    )
     benchmark: Path | None = None
     benchmark_gt: Path | None = None
     run_dir: Path
@@ -132,10 +137,11 @@ class EvalSet:
     gt: dict[str, Path] = field(default_factory=dict)
     input_dir: Path | None = None
     gt_dir: Path | None = None
+    pairing: Literal["paired", "set"] = "set"
 
     @property
     def paired(self) -> bool:
-        return bool(self.gt) and set(self.gt) >= set(self.inputs)
+        return bool(self.gt) and self.pairing == "paired"
 
 
 def _folder_images(d: Path, what: str) -> dict[str, Path]:
@@ -154,25 +160,39 @@ def _folder_images(d: Path, what: str) -> dict[str, Path]:
     return out
 
 
-def make_set(name: str, inputs: Path, gt: Path | None, task: Task, scale: int) -> EvalSet:
+def make_set(name: str, inputs: Path, gt: Path | None, task: Task, scale: int, pairing: str = "auto") -> EvalSet:
     """Build an :class:`EvalSet`. For SR, ``inputs`` may be a benchmark folder with ``HR/`` and
-    ``LR_x<scale>/`` (the Set5/Set14 layout); otherwise inputs and gt are plain folders."""
+    ``LR_x<scale>/`` (the Set5/Set14 layout); otherwise inputs and gt are plain folders.
+
+    ``pairing`` says what the ground truth is, never guessed from file names (style examples
+    named 000.png.. beside test photos named 000.png.. are not their ground truth): ``paired``
+    (every input has a ground truth of the same stem), ``set`` (an unpaired target-style set;
+    not for super-resolution) or ``auto`` (super-resolution: paired; style: set)."""
+    if pairing not in ("auto", "paired", "set"):
+        raise ConfigError(f"gt pairing {pairing!r}", hint="use auto, paired or set")
+    if task == "sr" and pairing == "set":
+        raise ConfigError(
+            "--gt-pairing set: super-resolution ground truth is the HR image of each input",
+            hint="use --gt-pairing paired (or auto) with HR images named like the LR inputs",
+        )
+    resolved: Literal["paired", "set"] = "paired" if (task == "sr" or pairing == "paired") else "set"
     inputs = Path(inputs)
     if task == "sr" and gt is None and (inputs / "HR").is_dir():
         lr = inputs / f"LR_x{scale}"
         if not lr.is_dir():
             raise DataError(f"{inputs} has HR/ but no LR_x{scale}/", hint=f"add LR_x{scale} or pass LR and --gt HR")
         gt, inputs = inputs / "HR", lr
-    s = EvalSet(name, _folder_images(inputs, f"{name} input"), input_dir=inputs)
+    s = EvalSet(name, _folder_images(inputs, f"{name} input"), input_dir=inputs, pairing=resolved)
     if gt is not None:
         s.gt = _folder_images(Path(gt), f"{name} ground-truth")
         s.gt_dir = Path(gt)
-        if task == "sr":
+        if resolved == "paired":
             missing = sorted(set(s.inputs) - set(s.gt))
             if missing:
                 raise DataError(
                     f"{name}: {len(missing)} inputs have no ground truth with the same stem in {gt}: {missing[:5]}",
-                    hint="super-resolution ground truth is paired by file stem",
+                    hint="paired ground truth is matched by file stem"
+                    + ("" if task == "sr" else "; a folder of target-style examples is --gt-pairing set"),
                 )
     return s
 
@@ -794,6 +814,7 @@ def _recorded(
             s.name: {
                 "inputs": str(s.input_dir),
                 "gt": str(s.gt_dir) if s.gt_dir else None,
+                "gt_pairing": s.pairing if s.gt else None,
                 "n": len(s.inputs),
                 "n_gt": len(s.gt),
                 "sha256": set_digest(s),
@@ -820,9 +841,9 @@ def run_evaluation(cfg: EvaluateConfig) -> dict[str, Any]:
     victim_id = str(info["victim_id"])
     task: Task = "sr" if info.get("task") == "sr" else "style"
     scale = int(info.get("scale", 1) or 1)
-    sets = [make_set("test", cfg.test, cfg.gt, task, scale)]
+    sets = [make_set("test", cfg.test, cfg.gt, task, scale, cfg.gt_pairing)]
     if cfg.benchmark is not None:
-        sets.append(make_set("benchmark", cfg.benchmark, cfg.benchmark_gt, task, scale))
+        sets.append(make_set("benchmark", cfg.benchmark, cfg.benchmark_gt, task, scale, cfg.gt_pairing))
     max_pixels = (info.get("limits") or {}).get("max_pixels")
     for s in sets:
         check_sizes(s, task, scale, int(max_pixels) if max_pixels else None)
