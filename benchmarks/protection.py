@@ -30,7 +30,9 @@ the script runs, through the same code as the CLI:
 
 Reported per method: main-task test accuracy unprotected (the baseline) and protected, trigger
 accuracy (baseline: chance 1/K, and what the unprotected host answers on the triggers),
-trigger-vs-cover PSNR/SSIM, recovered-secret PSNR/SSIM (E2E-Extraction, Two-Phase), queries to
+trigger-vs-cover PSNR/SSIM, recovered-secret PSNR/SSIM (E2E-Extraction, Two-Phase), how often the
+protected model gives the label for the bare cover (a watermark carried by the cover image
+itself rather than by the hidden secret), queries to
 a verdict with the false-claim probability reached (clean and under noise), false claims
 among the null models, and the wall time of every phase; plus whether the issue's goals are met
 (trigger accuracy >= 99 %, main-task drop <= 1 point, trigger PSNR >= 35 dB, "owned" at a
@@ -301,6 +303,27 @@ def verify_noised(kit_dir: Path, model: Path, p0: float, seed: int, device: str)
     }
 
 
+def cover_label_agreement(kit_dir: Path, model: Path, host: Path, splits: Any) -> dict[str, float]:
+    """How often the protected model answers the verification label on the bare cover, without
+    the secret (baseline: the unprotected host on the same covers). A watermark carried by the
+    hidden secret scores near the baseline here; one that memorised the cover images scores near
+    the trigger accuracy, and would "verify" on the owner's plain training images too."""
+    import torch
+
+    from copymark.train.classifier import load_classifier, predict
+    from copymark.watermark.verify import open_kit
+
+    kit, _ = open_kit(kit_dir)
+    train = splits.train.with_transform(None)
+    covers = torch.stack([train[i][0] for i in train.index_of([t.cover_id for t in kit.manifest.triggers])])
+    labels = torch.tensor(kit.labels)
+    out = {}
+    with torch.no_grad():
+        for name, path in (("protected", model), ("unprotected_host", host)):
+            out[name] = float((predict(load_classifier(path)[0], covers) == labels).double().mean())
+    return out
+
+
 def noised_test_accuracy(model: Path, data_dir: Path, seed: int, device: str) -> float:
     """Main-task test accuracy when every test image gets the study's Gaussian noise (its Table 5)."""
     import torch
@@ -516,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             "triggers": m["triggers"],
             "trigger_baselines": {"chance": m["chance"], "unprotected_host_agreement": m["unprotected_agreement"]},
             "cover_accuracy": m["cover_accuracy"],
+            "cover_label_agreement": cover_label_agreement(kit, model, host_run / "model", splits),
             "trigger_psnr": m["trigger_psnr"],
             "trigger_ssim": m["trigger_ssim"],
             "secret_psnr": m.get("secret_psnr"),
