@@ -156,7 +156,7 @@ def prepare_data(root: Path, dataset: str, work: Path, n_train: int | None, n_se
         wnids = sorted(d.name for d in (root / "tiny_imagenet" / "val").iterdir() if d.is_dir())
         pool = round_robin([_images(root / "tiny_imagenet" / "val" / w) for w in wnids], n_secrets)
         sec_src = "tiny_imagenet/val (round-robin over the 100 classes, resized to 32 px)"
-        task = {"train": f"cifar10/train/<class>/ (first {n_train or 'all'} per class; split train:val 8:1)",
+        task = {"train": f"cifar10/train/<class>/ ({f'first {n_train}' if n_train else 'all'} per class; split train:val 8:1)",
                 "test": "cifar10/test/<class>/ (all)"}  # fmt: skip
     else:
         src = root / "tiny_imagenet" / "val"
@@ -167,7 +167,7 @@ def prepare_data(root: Path, dataset: str, work: Path, n_train: int | None, n_se
         if len(pool) < n_secrets:
             pool = [p for p in sorted((root / "monet_photo").rglob("*.jp*g"))][:n_secrets]
         sec_src = "monet_photo (first by name, resized to 64 px)"
-        task = {"all": f"tiny_imagenet/val/<wnid>/ (first {n_train or 'all'} per class; split 8:1:1)"}
+        task = {"all": f"tiny_imagenet/val/<wnid>/ ({f'first {n_train}' if n_train else 'all'} per class; split 8:1:1)"}
     link_files(pool, secrets, [f"s{i:05d}{p.suffix.lower()}" for i, p in enumerate(pool)])
     return {"dataset": dataset, "size": SIZES[dataset], "classes": len(classes), **task, "secrets": sec_src,
             "data_dir": data, "secrets_dir": secrets}  # fmt: skip
@@ -570,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         results["methods"][method] = entry
         print(json.dumps({method: {k: entry[k] for k in ("trigger_accuracy", "goals_met")}}), file=sys.stderr)
     results["seconds"] = {"phases": phases.seconds, "reused_phases": phases.reused,
+        "phases_total": round(sum(phases.seconds.values()), 1),
                           "this_run_total": round(time.perf_counter() - t_start, 1)}  # fmt: skip
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
