@@ -20,7 +20,7 @@ the script runs, through the same code as the CLI:
    agreement with the labels), then the sequential verification
    (:func:`~copymark.watermark.verify.verify`, Wald's SPRT, one trigger per query) of the
    protected model, and the same test after the study's **Gaussian-noise attack**
-   (:func:`copymark.watermark.attacks.gaussian_noise`: mean 30, std 15 on 8-bit pixels added to
+   (:func:`copymark.watermark.attacks.robustness.gaussian_noise`: mean 30, std 15 on 8-bit pixels added to
    every trigger before it is sent, clipped and rounded to 8 bits; the study's section 7 adds
    it to all images the infringer's copy receives, so the main-task accuracy under the same
    noise is reported too);
@@ -282,7 +282,7 @@ def verify_noised(kit_dir: Path, model: Path, p0: float, seed: int, device: str)
 
     from copymark.stats.sequential import SequentialBinomial, binomial_tail
     from copymark.train.classifier import load_classifier, predict
-    from copymark.watermark.attacks import gaussian_noise
+    from copymark.watermark.attacks.robustness import gaussian_noise
     from copymark.watermark.verify import open_kit, run_verification
 
     kit, _ = open_kit(kit_dir)
@@ -330,7 +330,7 @@ def noised_test_accuracy(model: Path, data_dir: Path, seed: int, device: str) ->
 
     from copymark.data.loading import loader
     from copymark.train.classifier import load_classifier, read_splits
-    from copymark.watermark.attacks import gaussian_noise
+    from copymark.watermark.attacks.robustness import gaussian_noise
 
     net, cfg, prov = load_classifier(model, device)
     from copymark.train.classifier import ClassifierDataConfig

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from copymark.errors import ConfigError, ImageError
-from copymark.watermark.attacks import STUDY_NOISE_MEAN, STUDY_NOISE_STD, gaussian_noise
+from copymark.watermark.attacks.robustness import STUDY_NOISE_MEAN, STUDY_NOISE_STD, gaussian_noise
 
 SHAPE = (4, 3, 64, 64)
 N = math.prod(SHAPE)
