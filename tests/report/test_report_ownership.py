@@ -166,6 +166,7 @@ def test_protect_report_shows_what_the_runs_recorded(owner, tmp_path):
     assert doc.find(data_key="unprotected_agreement").text() == pct(m["unprotected_agreement"])
     assert doc.find(data_key="chance").text() == pct(0.25) == pct(m["chance"])
     assert doc.find(data_key="cover_accuracy").text().startswith(pct(m["cover_accuracy"]) + ":")
+    assert doc.find(data_key="cover_label_agreement").text().startswith(pct(m["cover_label_agreement"]) + ":")
     assert f"({m['trigger_correct']} of {m['triggers']})" in doc.find("section", id="protection").text()
     for k, decimals in (("trigger_psnr", 2), ("trigger_ssim", 4), ("secret_psnr", 2), ("secret_ssim", 4)):
         row = doc.find("tr", data_key=k)

@@ -86,6 +86,12 @@ def _check_protected(run: Path, world, method: str, min_trigger_accuracy: float)
     assert kit.manifest.model.class_names == list(CLASSES) == cfg.class_names
     pred = predict(net, kit.trigger_images())
     assert float((pred == torch.tensor(kit.labels)).double().mean()) == m["trigger_accuracy"]
+    from copymark.images import load_image
+
+    on_covers = predict(
+        net, torch.stack([load_image(world["data"] / f"{t.cover_id}.png") for t in kit.manifest.triggers])
+    )
+    assert float((on_covers == torch.tensor(kit.labels)).double().mean()) == m["cover_label_agreement"]
     assert (kit.codec_dir is not None) and (kit.codec_dir / "model.safetensors").is_file()
     assert (run / "visibility.png").is_file()
     return m

@@ -304,6 +304,7 @@ def _protect_view(run: ProtectRun, max_images: int) -> dict[str, Any]:
         "unprotected_agreement": pct(m.get("unprotected_agreement")),
         "chance": pct(m.get("chance")),
         "cover_accuracy": pct(m.get("cover_accuracy")),
+        "cover_label_agreement": pct(m.get("cover_label_agreement")),
         "label_rule": m.get("label_rule"),
         "fidelity": fidelity,
         "secret": secret,
