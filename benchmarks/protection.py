@@ -382,6 +382,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--trigger-batch", type=int, help="triggers appended to each main batch")
     ap.add_argument("--batch-size", type=int, help="main-task batch")
     ap.add_argument("--start-from", choices=("scratch", "unprotected"), help="end-to-end methods' host start")
+    ap.add_argument(
+        "--cover-negatives",
+        action="store_true",
+        help="embed with each trigger's bare cover appended with its own class (protect --method-config "
+        "'{\"cover_negatives\": true}'); its runs go to WORK/protect-METHOD-negatives, the shared phases are reused",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the host, covers, labels; null model i: seed+1+i")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--device", help="cpu, cuda, cuda:N")
@@ -472,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "config": {k: getattr(args, k) for k in ("host", "host_iters", "null_models", "null_iters", "iters",
                    "codec_iters", "codec_finetune_iters", "codec_covers", "n_train", "n_triggers", "trigger_batch",
-                   "batch_size", "start_from", "seed", "device")},  # fmt: skip
+                   "batch_size", "start_from", "seed", "device", "cover_negatives")},  # fmt: skip
         "data": info,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
@@ -495,20 +501,22 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     for method in methods:
-        prun = work / f"protect-{method}"
+        tag = f"{method}-negatives" if args.cover_negatives else method
+        prun = work / f"protect-{tag}"
         cfg = make_protect_config(
             method, data_dir, trig_secrets, key, host_from=host_run / "model", codec_from=str(codec),
             triggers=args.n_triggers, trigger_batch=args.trigger_batch, start_from=args.start_from,
             seed=args.seed, batch_size=args.batch_size, iters=args.iters, device=args.device, progress=False,
+            method_overrides={"cover_negatives": True} if args.cover_negatives else None,
         )  # fmt: skip
         resume = (prun / "config.json").is_file()
-        phases.run(f"protect-{method}", (prun / "kit" / "manifest.json").is_file(),
+        phases.run(f"protect-{tag}", (prun / "kit" / "manifest.json").is_file(),
                    lambda cfg=cfg, prun=prun, resume=resume: protect(None if resume else cfg, prun, resume=resume))  # fmt: skip
         m = json.loads((prun / "metrics.json").read_text())
         kit, model = prun / "kit", prun / "model"
         t0 = time.perf_counter()
-        cal = calibrate(kit, nulls, work / f"calibration-{method}.json", confidence=CALIBRATION_CONFIDENCE)
-        clean = verify_clean(kit, model, work / f"calibration-{method}.json", work / f"verify-{method}", args.device)
+        cal = calibrate(kit, nulls, work / f"calibration-{tag}.json", confidence=CALIBRATION_CONFIDENCE)
+        clean = verify_clean(kit, model, work / f"calibration-{tag}.json", work / f"verify-{tag}", args.device)
         t_verify = time.perf_counter() - t0
         noised = verify_noised(kit, model, cal.p0_upper, 2, args.device)
         # false claims: each null model against a p0 calibrated on the other null models
@@ -518,10 +526,10 @@ def main(argv: list[str] | None = None) -> int:
             others = [n for i, n in enumerate(nulls) if i != j]
             if not others:
                 break
-            loo = work / "loo" / method / f"calibration-without-{j:02d}.json"
+            loo = work / "loo" / tag / f"calibration-without-{j:02d}.json"
             loo.parent.mkdir(parents=True, exist_ok=True)
             c = calibrate(kit, others, loo, confidence=CALIBRATION_CONFIDENCE)
-            v = verify_clean(kit, null, loo, work / "loo" / method / f"verify-null-{j:02d}", args.device)
+            v = verify_clean(kit, null, loo, work / "loo" / tag / f"verify-null-{j:02d}", args.device)
             vn = verify_noised(kit, null, c.p0_upper, 2, args.device)
             false_claims.append({"null_model": j, "p0": c.p0_upper, "agreements": cal.models[j].agreements,
                                  "clean": _verdict(v), "noised": vn})  # fmt: skip

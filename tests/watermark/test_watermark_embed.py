@@ -114,3 +114,36 @@ def test_weights_fingerprint_takes_batchnorm_counters_and_counts_them():
     bumped = dict(state)
     bumped[counter] = state[counter] + 1
     assert weights_fingerprint(bumped) != fp  # the counters count too
+
+
+def test_cover_negatives_append_the_same_positions_bare_covers_with_their_own_classes():
+    """With cover negatives the host's step is one cross-entropy over main batch + this iteration's
+    triggers (verification labels) + the same positions' bare covers (their classes)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from copymark.nets.classifiers import SmallCNNConfig
+    from copymark.train.loop import StepContext
+    from copymark.watermark.embed.two_phase import TwoPhaseConfig, TwoPhaseFinetune
+
+    g = torch.Generator().manual_seed(0)
+    host = SmallCNNConfig(num_classes=5, input_size=16, widths=(4, 8))
+    triggers, covers = torch.rand(6, 3, 16, 16, generator=g), torch.rand(6, 3, 16, 16, generator=g)
+    labels, cover_labels = [1, 2, 3, 4, 0, 1], [0, 0, 1, 1, 2, 2]
+    proc = TwoPhaseFinetune(TwoPhaseConfig(trigger_batch=3, cover_negatives=True), host, triggers, labels, iters=4)
+    proc.add_cover_negatives(covers, cover_labels)
+    with pytest.raises(ValueError, match="covers"):
+        proc.add_cover_negatives(covers[:5], cover_labels[:5])
+    ctx = StepContext(torch.device("cpu"), "off", torch.amp.GradScaler("cpu", enabled=False), 1, 0)
+    ctx.iteration = 2  # the second trigger batch: positions 3, 4, 5
+    x, y = torch.rand(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 3])
+    before = copy.deepcopy(proc.nets["host"]).train()
+    expect = F.cross_entropy(
+        before(torch.cat([x, triggers[3:], covers[3:]])), torch.cat([y, torch.tensor(labels[3:] + cover_labels[3:])])
+    )
+    out = proc.step((x, y), ctx)
+    assert torch.allclose(out["loss_host"], expect, rtol=1e-5, atol=1e-6)
+    assert {"acc_main", "acc_trigger", "acc_cover"} <= set(out)
+    plain = TwoPhaseFinetune(TwoPhaseConfig(trigger_batch=3), host, triggers, labels, iters=4)
+    assert "acc_cover" not in plain.step((x, y), ctx) and not plain.uses_cover_negatives

@@ -80,6 +80,11 @@ class EndToEndConfig(StrictModel):
     host_optim: SGDRecipe = Field(default_factory=reference_host_recipe)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     trigger_batch: int = Field(20, ge=1, description="triggers appended to each main batch")
+    cover_negatives: bool = Field(
+        False,
+        description="also append each trigger's bare cover with its own class, so that the host must learn the "
+        "hidden secret rather than the cover image (not in the reference; see embed.base)",
+    )
     codec_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the codec (and the discriminator's decay)")
     adam_betas: tuple[float, float] = (0.5, 0.999)
     decay_at: tuple[float, ...] = Field(

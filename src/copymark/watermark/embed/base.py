@@ -13,6 +13,14 @@ same way). Which triggers iteration ``i`` uses is a function of ``i`` (and, unde
 rank: rank ``r`` of ``w`` takes the ``(i - 1) * w + r``-th batch), so a resumed run continues
 with exactly the batches an uninterrupted one would.
 
+**Cover negatives** (``cover_negatives`` in every method's config; off by default, as in the
+reference): the bare covers of the iteration's triggers are appended too, with their own
+classes. Without them a small host can key on the cover image itself and answer the bare cover
+with the verification label (``cover_label_agreement`` in protect's metrics: 0.91-1.00 for the
+end-to-end methods in benchmarks/results/protection_cifar10_cpu.json), so the evidence is a
+memorised set of images rather than the hidden secret; with them the only difference between a
+cover (its class) and its trigger (the verification label) is what the codec hid.
+
 Trigger tensors live on the CPU and are copied to the training device on first use.
 """
 
@@ -63,6 +71,17 @@ class EmbedProcedure(Procedure):
             self._dev[key] = self._cpu[name].to(device)
         return self._dev[key]
 
+    def add_cover_negatives(self, covers: torch.Tensor, cover_labels: list[int]) -> None:
+        """Append each iteration's bare covers with their own classes to the host's batch (see above)."""
+        if len(covers) != self.n_triggers or len(cover_labels) != self.n_triggers:
+            raise ValueError(f"{len(covers)} covers / {len(cover_labels)} labels for {self.n_triggers} triggers")
+        self._cpu["negative_covers"] = covers.float()
+        self._cpu["negative_labels"] = torch.as_tensor(cover_labels, dtype=torch.long)
+
+    @property
+    def uses_cover_negatives(self) -> bool:
+        return "negative_covers" in self._cpu
+
     def trigger_batch_of(self, ctx: StepContext, *names: str) -> list[torch.Tensor]:
         """The tensors ``names`` (e.g. "covers", "secrets", "labels") at this iteration's trigger positions."""
         idx = trigger_indices(ctx.iteration, self.n_triggers, self.trigger_batch, ctx.rank, ctx.world_size)
@@ -72,7 +91,12 @@ class EmbedProcedure(Procedure):
     def host_update(
         self, x: torch.Tensor, y: torch.Tensor, triggers: torch.Tensor, labels: torch.Tensor, ctx: StepContext
     ) -> dict[str, torch.Tensor]:
-        """One SGD step of the host on the main batch with the trigger batch appended."""
+        """One SGD step of the host on the main batch with the trigger batch (and, with cover
+        negatives, the same positions' bare covers with their own classes) appended."""
+        n_t = len(triggers)
+        if self.uses_cover_negatives:
+            covers, cover_labels = self.trigger_batch_of(ctx, "negative_covers", "negative_labels")
+            triggers, labels = torch.cat([triggers, covers.to(triggers.dtype)]), torch.cat([labels, cover_labels])
         inputs = torch.cat([x, triggers.to(x.dtype)])
         if inputs.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -81,11 +105,14 @@ class EmbedProcedure(Procedure):
         loss = F.cross_entropy(logits.float(), torch.cat([y, labels]))
         ctx.update(loss, self.optimizers["host"])
         n = len(x)
-        return {
+        out = {
             "loss_host": loss.detach(),
             "acc_main": accuracy(logits[:n], y),
-            "acc_trigger": accuracy(logits[n:], labels),
+            "acc_trigger": accuracy(logits[n : n + n_t], labels[:n_t]),
         }
+        if self.uses_cover_negatives:
+            out["acc_cover"] = accuracy(logits[n + n_t :], labels[n_t:])
+        return out
 
 
 def step_decay(

@@ -26,6 +26,7 @@ from copymark.train.api import RunConfig, RunData, RunKind, resume_run, start_ru
 from copymark.train.classifier import ClassifierDataConfig, ClassifierNetConfig, augmentation, read_splits
 from copymark.train.loop import Procedure, TrainResult
 from copymark.watermark.embed.acsac19 import ACSAC19, ACSAC19Config
+from copymark.watermark.embed.base import EmbedProcedure
 from copymark.watermark.embed.e2e_extraction import E2EExtraction, E2EExtractionConfig
 from copymark.watermark.embed.two_phase import TwoPhaseConfig, TwoPhaseFinetune
 
@@ -97,21 +98,23 @@ class EmbedRuns(RunKind[EmbedRunConfig, dict[str, Any]]):
         from copymark.watermark.embed.triggers import load_covers
 
         t, p, iters = config.triggers, config.procedure, config.loop.iters
+
+        def covers() -> torch.Tensor:
+            return load_covers(read_splits(config.data, check_sizes=False).train, t.cover_keys)[0]
+
+        proc: EmbedProcedure
         match p:
             case TwoPhaseConfig():
                 if t.trigger_dir is None:
                     raise WeightsError("a two-phase embedding run needs its trigger folder (triggers.trigger_dir)")
-                return TwoPhaseFinetune(
-                    p, config.host, load_trigger_images(t.trigger_dir, len(t.labels)), t.labels, iters
-                )
-        splits = read_splits(config.data, check_sizes=False)
-        covers, _ = load_covers(splits.train, t.cover_keys)
-        secrets = load_secret_images(t, config.data.size)
-        match p:
+                triggers = load_trigger_images(t.trigger_dir, len(t.labels))
+                proc = TwoPhaseFinetune(p, config.host, triggers, t.labels, iters)
             case ACSAC19Config():
-                proc: Procedure = ACSAC19(p, config.host, covers, secrets, t.labels, iters)
+                proc = ACSAC19(p, config.host, covers(), load_secret_images(t, config.data.size), t.labels, iters)
             case E2EExtractionConfig():
-                proc = E2EExtraction(p, config.host, covers, secrets, t.labels, iters)
+                proc = E2EExtraction(p, config.host, covers(), load_secret_images(t, config.data.size), t.labels, iters)
+        if p.cover_negatives:
+            proc.add_cover_negatives(covers(), t.cover_labels)
         if config.codec_from is not None:
             init_codec(proc, config.codec_from)
         return proc

@@ -46,6 +46,11 @@ class TwoPhaseConfig(StrictModel):
     host_optim: SGDRecipe = Field(default_factory=finetune_recipe)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     trigger_batch: int = Field(20, ge=1, description="triggers appended to each main batch")
+    cover_negatives: bool = Field(
+        False,
+        description="also append each trigger's bare cover with its own class, so that the host must learn the "
+        "hidden secret rather than the cover image (not in the reference; see embed.base)",
+    )
 
 
 class TwoPhaseFinetune(EmbedProcedure):
