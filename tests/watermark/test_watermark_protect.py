@@ -182,6 +182,28 @@ def test_two_phase_with_a_given_host_and_the_lsb_codec(world, host, tmp_path):
     assert embed["init_from"] == str(host / "model") and embed["loop"]["iters"] == 10
 
 
+def test_a_given_host_is_checked_against_the_data_split_not_the_folder_path(world, host, tmp_path, capsys):
+    """A copy of the host's data (the same keys, hence the same split) is accepted; a folder with
+    one image less (another split) is refused before any folder is made."""
+    copy = tmp_path / "moved-data"
+    shutil.copytree(world["data"], copy)
+    small = ["--host", str(host), "--codec", "lsb", "--triggers", "8", "--trigger-batch", "8", "--iters", "2",
+             "--batch-size", "8"]  # fmt: skip
+    ok = tmp_path / "ok"
+    args = _args(world, "two-phase", ok, *small)
+    args[args.index("--data") + 1] = str(copy)
+    assert main(args) == 0 and (ok / "kit" / "manifest.json").is_file()
+    first = sorted((copy / CLASSES[0]).iterdir())[0]
+    first.unlink()
+    bad = tmp_path / "bad"
+    args = _args(world, "two-phase", bad, *small)
+    args[args.index("--data") + 1] = str(copy)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "trained on another data folder or split (dir differ)" in " ".join(capsys.readouterr().err.split())
+    assert not bad.exists()
+
+
 def _two_classes(world, tmp_path):
     d = tmp_path / "two"
     for c in CLASSES[:2]:

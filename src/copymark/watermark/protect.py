@@ -242,11 +242,22 @@ def _codec_split(n_codec: int, n_secrets: int) -> int:
     return min(16, n_codec // 5, n_secrets // 5)
 
 
-def _check_host_split(cfg: ProtectConfig, prov: dict[str, Any], folder: Path) -> None:
+def _check_host_split(cfg: ProtectConfig, prov: dict[str, Any], folder: Path, splits: Any) -> None:
+    """The given host was trained on this data's train split (so 'before' is measured on held-out
+    images). The same folder path is enough; a moved or copied folder is accepted when the host's
+    recorded split (its run's split.json) holds exactly the keys of this data's split."""
+    from copymark.files import read_json
+    from copymark.train.classifier import SPLIT_FILE
+
     recorded = prov.get("data")
     if not isinstance(recorded, dict):
         return  # a checkpoint without provenance: nothing to compare (recorded in metrics as unknown)
     same_dir = Path(str(recorded.get("dir"))).resolve() == Path(cfg.data.dir).resolve()
+    if not same_dir:
+        split_file = folder.parent / SPLIT_FILE
+        if split_file.is_file():
+            theirs, ours = read_json(split_file, DataError), splits.manifest.to_json()
+            same_dir = all(theirs.get(k) == ours.get(k) for k in ("hash_method", "salt", "ratios", "splits"))
     diff = [
         k
         for k in ("layout", "split", "salt")
@@ -333,7 +344,7 @@ def prepare(cfg: ProtectConfig, passphrase: str | None = None) -> Prepared:
         check_fits_data(hcfg, splits.classes, cfg.data.size, f"--host {folder}")
         if hcfg.model_dump() != cfg.host.net.model_dump():
             raise ConfigError(f"--host {folder}: its architecture differs from the config's host.net")
-        _check_host_split(cfg, prov, folder)
+        _check_host_split(cfg, prov, folder, splits)
         host = (net, hcfg, folder)
     codec = None
     if cfg.codec_from is not None:
