@@ -24,18 +24,20 @@ Images are 256 px; the victims train at ``--size`` (64 by default) on bicubic-re
 (``resize_policy="resize"``), so a victim's test and target-style sets are resized the same way
 (``image_size`` in the reproduce config).
 
-After training, table A of each victim (victim vs target style, the owner's own quality) is
-measured in-process on the test set: SWD with a bootstrap 95% CI over images (and FID/KID with
-``--inception-weights``), beside the identity map (the test photos themselves vs the target
-style), so the table says how far the victim moved the photos toward the style.
+Each victim's own quality (table A: victim outputs vs the target-style set, beside the identity
+map) is measured through its API by ``copymark reproduce extraction-tables --config
+configs/reproduce/cpu.json`` (settings ``monet-cyclegan-copymark`` and ``anime-ugatit-copymark``),
+which also states the training recorded here (procedure, iterations, batch, size) in its
+conditions table.
 
 Each phase resumes: a finished training run is not trained again, an interrupted one continues
 from its last checkpoint (``--save-every``). Run one victim at a time, niced, in the background::
 
-    nohup nice -n 10 python benchmarks/train_victims.py --victim cyclegan-photo2monet \
-        --out runs/victims --iters 360 > runs/victims/cyclegan.log 2>&1 &
+    nohup nice -n 10 python benchmarks/train_victims.py --victim cyclegan-photo2monet --victim ugatit-selfie2anime \
+        --out runs/victims --iters 400 --save-every 50 --quiet > runs/victims/train.log 2>&1 &
 
-Prints one JSON object per victim (also ``--out/<victim>/result.json``).
+Prints one JSON object per victim (also ``--out/<victim>/result.json``): the training status, its
+wall time this run, the run's metrics (iterations, images per second, final losses) and the command.
 """
 
 from __future__ import annotations
@@ -165,9 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=40, help="checkpoint every N iterations (resume point)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--inception-weights", type=Path, default=None, help="FID/KID in table A (else SWD only)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--skip-train", action="store_true", help="only measure table A of finished runs")
+    p.add_argument("--skip-train", action="store_true", help="only (re)write the splits and result.json")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 

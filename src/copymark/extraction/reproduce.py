@@ -291,7 +291,7 @@ def _check_sr_folder(setting: SettingConfig, role: str, spec: ImageSet, data_roo
     if not (folder / "HR").is_dir() or not lr.is_dir():
         raise DataError(
             f"setting {setting.name!r}: SR {role} {folder} needs HR/ and LR_x{setting.scale}/ folders",
-            hint="use the Set5/Set14 layout (HR/img.png and LR_x4/img.png with the same stems)",
+            hint=f"use the Set5/Set14 layout (HR/img.png and LR_x{setting.scale}/img.png with the same stems)",
         )
     if spec.start is not None or spec.stop is not None:
         raise ConfigError(f"setting {setting.name!r}: SR {role} sets are whole folders (no start/stop)")
@@ -331,7 +331,9 @@ def _check_surrogate(s: SettingConfig) -> None:
     from copymark.train.folders import check_size_fits
 
     try:
-        cfg = make_train_config(s.surrogate.procedure, "(the store's pairs)", s.surrogate.net_config, size=train_size(s))
+        cfg = make_train_config(
+            s.surrogate.procedure, "(the store's pairs)", s.surrogate.net_config, size=train_size(s)
+        )
         check_size_fits(cfg.procedure, train_size(s))
     except ConfigError as err:
         raise ConfigError(f"setting {s.name!r}: surrogate: {err.message}", hint=err.hint) from None
@@ -347,8 +349,11 @@ def train_size(s: SettingConfig) -> int:
     return s.surrogate.train_size or s.queries.size * (s.scale if s.task == "sr" else 1)
 
 
-def check_config(cfg: ReproduceConfig, data_root: Path, only: list[str] | None = None) -> list[ResolvedSetting]:
-    """Every folder, slice, victim file and training option of the settings to run, before anything is written."""
+def check_config(
+    cfg: ReproduceConfig, data_root: Path, only: list[str] | None = None, load_victims: bool = True
+) -> list[ResolvedSetting]:
+    """Every folder, slice, victim and training option of the settings to run, before anything is written
+    (``load_victims=False`` skips loading the victims: the checks that need no model)."""
     names = [s.name for s in cfg.settings]
     unknown = [n for n in (only or []) if n not in names]
     if unknown:
@@ -369,7 +374,56 @@ def check_config(cfg: ReproduceConfig, data_root: Path, only: list[str] | None =
         spec, weights = _check_victim(s, data_root)
         _check_surrogate(s)
         out.append(ResolvedSetting(s, sets, sr_sets, spec, weights))
+    if load_victims:
+        for rs in out:
+            check_victim_model(rs)
     return out
+
+
+def _victim_model(rs: ResolvedSetting) -> Any:
+    """The victim as the server would build it (converted weights built in memory, nothing written)."""
+    from copymark.serving.models import ImageModel, load_model
+
+    v = rs.config.victim
+    if rs.victim_spec is not None:
+        return load_model(rs.victim_spec, v.device, rs.victim_weights if v.weights else None)
+    from copymark.nets.victims import load_cyclegan_h2z, load_srgan_x4
+
+    assert rs.victim_weights is not None
+    match v.convert:
+        case "srgan_x4":
+            return ImageModel("srgan_x4", "sr", load_srgan_x4(rs.victim_weights).eval(), "check", scale=4)
+        case _:
+            return ImageModel("cyclegan_h2z", "style", load_cyclegan_h2z(rs.victim_weights).eval(), "check")
+
+
+def check_victim_model(rs: ResolvedSetting) -> None:
+    """Load the victim once before anything is written: its spec, weights and (ONNX) input and output
+    conventions must load, and it must be an image model of the setting's task and scale."""
+    from copymark.serving.models import ImageModel
+
+    s = rs.config
+    try:
+        model = _victim_model(rs)
+    except CopymarkError as err:
+        raise type(err)(f"setting {s.name!r}: victim: {err.message}", hint=err.hint) from None
+    if not isinstance(model, ImageModel):
+        raise ConfigError(
+            f"setting {s.name!r}: victim {s.victim.label!r} answers {type(model).__name__} outputs, not images",
+            hint="the extraction study attacks image-to-image models: name a style or SR victim",
+        )
+    scale = int(model.scale)
+    if s.task == "sr" and scale != s.scale:
+        raise ConfigError(
+            f"setting {s.name!r}: the victim upscales x{scale}, the setting says scale {s.scale}"
+            + (" (it is not an SR model)" if scale == 1 else ""),
+            hint=f'set "scale": {scale}' if scale > 1 else 'use task "style" for this victim, or an SR victim',
+        )
+    if s.task == "style" and scale != 1:
+        raise ConfigError(
+            f"setting {s.name!r}: the victim upscales x{scale}; a style setting needs same-size outputs",
+            hint=f'use task "sr" with "scale": {scale}',
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -835,13 +889,17 @@ def set_level_intervals(
     if not stems or _stems(set_dir / "victim") != stems or _stems(set_dir / "surrogate") != stems:
         raise DataError(f"{set_dir}: input/, victim/ and surrogate/ must hold the same images", hint="rerun")
     style = _stems(set_dir / "style")
-    load = {role: [I.load_image(set_dir / role / f"{st}.png") for st in stems] for role in ("input", "victim", "surrogate")}
+    load = {
+        role: [I.load_image(set_dir / role / f"{st}.png") for st in stems] for role in ("input", "victim", "surrogate")
+    }
     refs = [I.load_image(set_dir / "style" / f"{st}.png") for st in style]
     h, w = load["input"][0].shape[-2:]
     levels = default_num_levels(min(h, *(r.shape[-2] for r in refs)) if refs else h, w)
     seeds_in = [seed * 1_000_003 + i for i in range(len(stems))]
     desc = {role: _swd_descriptors(load[role], seeds_in, levels) for role in load}
-    ref_desc = _swd_descriptors(refs, [seed * 1_000_003 + 500_000 + j for j in range(len(refs))], levels) if refs else None
+    ref_desc = (
+        _swd_descriptors(refs, [seed * 1_000_003 + 500_000 + j for j in range(len(refs))], levels) if refs else None
+    )
     kern = None
     if feature_net is not None and refs:
         from copymark.metrics.distribution import FeatureDistances
@@ -951,7 +1009,9 @@ def goals(task: str, sets: dict[str, Any], metrics: dict[str, Any]) -> list[dict
                     if met is not None
                     else ("not computed: pass --inception-weights" if metric == "kid" else "not computed")
                 )
-                out.append({"goal": f"{set_name}: C within A's 95% CI ({metric.upper()})", "met": met, "detail": detail})
+                out.append(
+                    {"goal": f"{set_name}: C within A's 95% CI ({metric.upper()})", "met": met, "detail": detail}
+                )
         if task == "sr" and a and c:
             pa, pc = (a.get("psnr_y") or {}).get("mean"), (c.get("psnr_y") or {}).get("mean")
             if isinstance(pa, float) and isinstance(pc, float):
@@ -994,10 +1054,20 @@ def _victim_training(spec: str | None) -> dict[str, Any] | None:
                 return {
                     "procedure": c["procedure"].get("kind"),
                     "iters": c["loop"].get("iters"),
+                    "trained_iters": _served_iteration(cand),
                     "batch_size": c["loop"].get("batch_size"),
                     "size": (c.get("data") or {}).get("size"),
                 }
     return None
+
+
+def _served_iteration(run: Path) -> int | None:
+    """The iteration of the checkpoint a run folder serves (its latest), which a stopped run
+    leaves short of its schedule's ``iters``."""
+    from copymark.checkpoints import latest_checkpoint, read_meta
+
+    latest = latest_checkpoint(run)
+    return None if latest is None else int(read_meta(latest)["iteration"])
 
 
 def setting_result(
@@ -1057,7 +1127,8 @@ def setting_result(
             "pairs": (state.get("train") or {}).get("pairs"),
         },
         "counts": counts,
-        "fid": "Inception-v3 (FID, KID)" if metrics.get("protocol", {}).get("fid_kid", "").startswith("Incep")
+        "fid": "Inception-v3 (FID, KID)"
+        if metrics.get("protocol", {}).get("fid_kid", "").startswith("Incep")
         else "not computed: no --inception-weights",  # fmt: skip
         "notes": s.notes,
     }

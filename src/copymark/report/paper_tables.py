@@ -265,10 +265,14 @@ def _cell_notes(result: dict[str, Any]) -> list[str]:
             "copymark cells: mean ± std over images; Y = Y channel of YCbCr (BT.601) with a border crop "
             "equal to the scale (the SR protocol); RGB = all channels, no crop; 8-bit values."
         )
+    if task != "style":
+        return notes  # the evaluation's notes are about set-level metrics (SWD, KID, FID): not in SR tables
+    cells_of: dict[str, list[str]] = {}
     for role in ("test", "benchmark"):
         for t, cell in result.get("sets", {}).get(role, {}).items():
             if isinstance(cell, dict) and cell.get("note"):
-                notes.append(f"{role} {t}: {cell['note']}")
+                cells_of.setdefault(cell["note"], []).append(f"{role} {t}")
+    notes += [f"{', '.join(where)}: {note}" for note, where in cells_of.items()]
     return notes
 
 
@@ -276,8 +280,9 @@ def _condition_text(key: str, value: Any) -> str:
     if value is None or value == "":
         return "—"
     if key == "victim_training" and isinstance(value, dict):
-        return (f"copymark {value.get('procedure')}: {value.get('iters')} iterations, batch "
-                f"{value.get('batch_size')}, {value.get('size')} px")  # fmt: skip
+        done, planned = value.get("trained_iters"), value.get("iters")
+        its = f"{planned} iterations" if done in (None, planned) else f"{done} of a {planned}-iteration schedule"
+        return f"copymark {value.get('procedure')}: {its}, batch {value.get('batch_size')}, {value.get('size')} px"
     if key == "surrogate" and isinstance(value, dict):
         return (f"{value.get('procedure')}: {value.get('iters')} iterations, batch {value.get('batch_size')}, "
                 f"{value.get('train_size')} px crops, {value.get('pairs')} pairs")  # fmt: skip
@@ -403,7 +408,10 @@ def table_html(t: Table) -> str:
 
 
 def render_html(results: dict[str, Any], order: list[str], description: str = "") -> str:
-    body = [f"<h1>{html.escape('Extraction study, Tables 2-4: copymark’s reproduction')}</h1>", f"<p>{html.escape(INTRO)}</p>"]
+    body = [
+        f"<h1>{html.escape('Extraction study, Tables 2-4: copymark’s reproduction')}</h1>",
+        f"<p>{html.escape(INTRO)}</p>",
+    ]
     if description:
         body.append(f"<p>{html.escape(description)}</p>")
     for name, group in zip(order, all_tables(results, order), strict=True):
@@ -417,7 +425,9 @@ def render_html(results: dict[str, Any], order: list[str], description: str = ""
     )
 
 
-def write_tables(run_dir: str | Path, results: dict[str, Any], order: list[str], description: str = "") -> tuple[Path, Path]:
+def write_tables(
+    run_dir: str | Path, results: dict[str, Any], order: list[str], description: str = ""
+) -> tuple[Path, Path]:
     """Write ``tables.md`` and ``tables.html`` into ``run_dir``; returns both paths."""
     from copymark.files import atomic_write_bytes
 
