@@ -127,6 +127,12 @@ def train_victim(victim: str, folders: dict[str, Path], run_dir: Path, o: argpar
     t0 = time.perf_counter()
     status = "trained"
     if (run_dir / "config.json").is_file():
+        planned = json.loads((run_dir / "config.json").read_text())["loop"]["iters"]
+        if planned != o.iters:
+            raise SystemExit(
+                f"{run_dir} was started with --iters {planned}: rerun with --iters {planned} to continue it "
+                "(its learning-rate schedule is fixed), or choose another --out"
+            )
         latest = latest_checkpoint(run_dir)
         done = latest is not None and int(read_meta(latest)["iteration"]) >= o.iters
         if done:
@@ -155,6 +161,27 @@ def train_victim(victim: str, folders: dict[str, Path], run_dir: Path, o: argpar
     return {"status": status, "seconds_this_run": round(time.perf_counter() - t0, 1), "run_metrics": metrics}
 
 
+def served_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint the run serves (its latest) against its schedule, and the training's wall
+    time read from the run's log (first to last line, over every resume)."""
+    from copymark.checkpoints import latest_checkpoint, read_meta
+
+    if not (run_dir / "config.json").is_file():
+        return {"trained_iters": None}
+    latest = latest_checkpoint(run_dir)
+    out: dict[str, Any] = {
+        "schedule_iters": json.loads((run_dir / "config.json").read_text())["loop"]["iters"],
+        "trained_iters": None if latest is None else int(read_meta(latest)["iteration"]),
+        "folder": None if latest is None else latest.name,
+    }
+    lines = (run_dir / "log.txt").read_text().splitlines() if (run_dir / "log.txt").is_file() else []
+    stamps = [ln[:19] for ln in lines if ln[:4].isdigit()]
+    if stamps:
+        out["log_first_last"] = [stamps[0], stamps[-1]]
+        out["resumed"] = sum("resumed run" in ln for ln in lines)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--victim", choices=sorted(SPLITS), action="append", required=True, help="repeatable")
@@ -181,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {"victim": victim, "procedure": PROCEDURE[victim], "size": o.size}
         if not o.skip_train:
             result["training"] = train_victim(victim, folders, run_dir, o)
+        result["checkpoint"] = served_checkpoint(run_dir)
         result["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
         (out / "result.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2), flush=True)
