@@ -226,3 +226,18 @@ def test_shipped_configs_parse_and_their_surrogates_fit(name):
     for s in cfg.settings:
         _check_surrogate(s)
     assert {s.task for s in cfg.settings} == {"style", "sr"}
+
+
+def test_a_setting_run_by_another_process_is_refused_and_results_are_collected_per_setting(tmp_path):
+    from copymark.errors import CopymarkError
+    from copymark.extraction.reproduce import collected_results, setting_lock
+
+    folder = tmp_path / "settings" / "a"
+    with setting_lock(folder):
+        with pytest.raises(CopymarkError, match=r"setting 'a' is being run by another process"):
+            with setting_lock(folder):
+                pass  # pragma: no cover - refused
+    with setting_lock(folder):  # released: the next run takes it
+        (folder / "result.json").write_text(json.dumps({"name": "a"}))
+    (tmp_path / "settings" / "b").mkdir()  # started, not finished: no result yet
+    assert collected_results(tmp_path, ["b", "a", "c"]) == {"a": {"name": "a"}}

@@ -51,7 +51,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -1166,6 +1167,7 @@ def run_reproduction(
     echo: Echo = print,
 ) -> dict[str, Any]:
     """Run (or resume) every setting of ``cfg`` into ``run_dir`` and write the tables; see the module docstring."""
+    from copymark.files import atomic_write_json
     from copymark.report.paper_tables import write_tables
     from copymark.runs import create_or_reuse_run
 
@@ -1179,20 +1181,52 @@ def run_reproduction(
         echo(msg)
         run.log(msg)
 
-    results: dict[str, Any] = dict(run.metrics().get("settings", {}))
+    order = [s.name for s in cfg.settings]
     for rs in resolved:
         name = rs.config.name
         t0 = time.perf_counter()
         log(f"setting {name}: {rs.config.victim.label}")
-        results[name] = run_setting(rs, run_dir / SETTINGS_DIR / name, cfg, inception_weights, progress, log)
-        from copymark.files import atomic_write_json
-
-        atomic_write_json(run_dir / SETTINGS_DIR / name / RESULT_FILE, results[name])
+        folder = run_dir / SETTINGS_DIR / name
+        with setting_lock(folder):
+            result = run_setting(rs, folder, cfg, inception_weights, progress, log)
+            atomic_write_json(folder / RESULT_FILE, result)
+        results = collected_results(run_dir, order)
         run.update_metrics({"settings": results})
-        write_tables(run_dir, results, [s.name for s in cfg.settings], cfg.description)
+        write_tables(run_dir, results, order, cfg.description)
         log(f"setting {name} done in {time.perf_counter() - t0:.1f} s")
-    write_tables(run_dir, results, [s.name for s in cfg.settings], cfg.description)
+    results = collected_results(run_dir, order)
+    write_tables(run_dir, results, order, cfg.description)
     return results
+
+
+def collected_results(run_dir: Path, order: list[str]) -> dict[str, Any]:
+    """Every finished setting's ``result.json`` (the per-setting record; another process running
+    other settings of the same run folder with ``--only`` writes its own)."""
+    from copymark.files import read_json
+
+    files = {n: run_dir / SETTINGS_DIR / n / RESULT_FILE for n in order}
+    return {n: read_json(f) for n, f in files.items() if f.is_file()}
+
+
+@contextmanager
+def setting_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` (an advisory ``flock``) while a setting runs: a second process
+    given the same setting (two ``--only`` runs into one run folder) is refused, not interleaved."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CopymarkError(
+                f"setting {folder.name!r} is being run by another process ({folder})",
+                hint="wait for it to finish, or run the other settings with --only",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def goal_summary(results: dict[str, Any]) -> list[str]:
