@@ -31,7 +31,9 @@ at. **Resume**: the run folder records the config (a different config is refused
 keys); each phase is resumable on its own (the campaign skips answered inputs, training
 continues from its last checkpoint, evaluation answers live in a query store) and the
 orchestration skips what is finished, so a rerun after a crash pays no query twice and
-retrains nothing finished; a finished setting is not even served again.
+retrains nothing finished; a finished setting is not even served again. Settings may run in
+separate processes (``--only``) into one run folder: each holds a lock on its own folder, and the
+run's ``metrics.json`` and tables are collected from every finished setting's ``result.json``.
 
 Set-level confidence intervals (:func:`set_level_intervals`): SWD (always) and KID (with
 Inception weights) of A (victim outputs vs the target-style set), C (surrogate outputs vs it),
