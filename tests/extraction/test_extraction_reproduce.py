@@ -241,3 +241,21 @@ def test_a_setting_run_by_another_process_is_refused_and_results_are_collected_p
         (folder / "result.json").write_text(json.dumps({"name": "a"}))
     (tmp_path / "settings" / "b").mkdir()  # started, not finished: no result yet
     assert collected_results(tmp_path, ["b", "a", "c"]) == {"a": {"name": "a"}}
+
+
+def test_style_goals_read_a_c_and_the_paired_difference():
+    from copymark.extraction.reproduce import goals
+
+    cells = {
+        "A": {"swd": {"value": 86.8, "ci95": [84.6, 108.8]}, "kid": None},
+        "C": {"swd": {"value": 106.0, "ci95": [102.7, 127.8]}, "kid": None},
+        "swd_diff": {"C-A": {"value": 19.2, "ci95": [12.0, 25.5]}},
+    }
+    gain = {"mean": 6.5, "ci95": [6.0, 6.9]}
+    metrics = {"sets": {"test": {"baselines": {"identity_vs_victim": {"psnr_rgb": {"paired_gain": gain}}}}}}
+    got = {g["goal"]: (g["met"], g["detail"]) for g in goals("style", {"test": cells}, metrics)}
+    assert got["test: C within A's 95% CI (SWD)"] == (True, "C 106 in A's CI [84.6, 108.8]")
+    assert got["test: paired C - A (SWD) CI contains 0 (stricter check)"] == (False, "C - A = +19.2, CI [+12, +25.5]")
+    assert got["test: C within A's 95% CI (KID)"] == (None, "not computed: pass --inception-weights")
+    assert got["test: B's paired gain over identity (psnr_rgb) > 0"][0] is True
+    assert got["test: B's paired gain over untrained (psnr_rgb) > 0"] == (None, "not measured")

@@ -1008,13 +1008,24 @@ def goals(task: str, sets: dict[str, Any], metrics: dict[str, Any]) -> list[dict
                 ci = None if not ca else ca.get("ci95")
                 met = _within(val, ci)
                 detail = (
-                    f"C {val:.4g} in A's CI [{ci[0]:.4g}, {ci[1]:.4g}]"
+                    f"C {val:.4g} {'in' if met else 'outside'} A's CI [{ci[0]:.4g}, {ci[1]:.4g}]"
                     if met is not None
                     else ("not computed: pass --inception-weights" if metric == "kid" else "not computed")
                 )
                 out.append(
                     {"goal": f"{set_name}: C within A's 95% CI ({metric.upper()})", "met": met, "detail": detail}
                 )
+                # the stricter, paired reading: the CI of C - A over the same resampled inputs
+                diff = (cells.get(f"{metric}_diff") or {}).get("C-A")
+                dci = (diff or {}).get("ci95")
+                if diff and dci and None not in dci:
+                    out.append(
+                        {
+                            "goal": f"{set_name}: paired C - A ({metric.upper()}) CI contains 0 (stricter check)",
+                            "met": bool(dci[0] <= 0.0 <= dci[1]),
+                            "detail": f"C - A = {diff['value']:+.4g}, CI [{dci[0]:+.4g}, {dci[1]:+.4g}]",
+                        }
+                    )
         if task == "sr" and a and c:
             pa, pc = (a.get("psnr_y") or {}).get("mean"), (c.get("psnr_y") or {}).get("mean")
             if isinstance(pa, float) and isinstance(pc, float):

@@ -260,6 +260,11 @@ def _cell_notes(result: dict[str, Any]) -> list[str]:
             "(× 1, polynomial kernel) [bootstrap 95% CI]; SWD × 1e3 on Laplacian-pyramid patches "
             "[bootstrap 95% CI over images]; B also paired PSNR (RGB), mean ± std."
         )
+        notes.append(
+            "A set-level distance is biased upward on a bootstrap resample (duplicates make it less diverse), "
+            "so its percentile CI can sit above the point estimate; the goals also give the paired C - A "
+            "difference, in which that shift largely cancels."
+        )
     else:
         notes.append(
             "copymark cells: mean ± std over images; Y = Y channel of YCbCr (BT.601) with a border crop "
