@@ -544,6 +544,16 @@ NOT_RUN: dict[str, str] = {
     "make demo": "creates .venv and pip-installs copymark (network, minutes), then runs `copymark demo`, which "
     "tests/extraction/test_demo.py runs at full size in the slow tier (and tiny in the default tier)",
     "make test": "runs the whole default test suite (this test included) after `make lint`; it is what runs this test",
+    "copymark reproduce extraction-tables --config configs/reproduce/tiny.json --run-dir runs/reproduce-tiny": (
+        "runs ../shared/data victims for about 2-3 minutes: tests/extraction/test_extraction_reproduce_slow.py runs "
+        "this very config end to end (and its resume) in the slow tier"
+    ),
+    "python benchmarks/train_victims.py --victim cyclegan-photo2monet --victim ugatit-selfie2anime --out "
+    "runs/victims --iters 400": "trains two GAN victims for an hour or more on CPU (a benchmark, not a test)",
+    "copymark reproduce extraction-tables --config configs/reproduce/cpu.json --run-dir runs/reproduce-cpu": (
+        "the CPU reproduction takes over an hour (benchmarks/results/reproduce_cpu.md); its config is parsed and "
+        "checked by tests/extraction/test_extraction_reproduce.py"
+    ),
 }
 
 
