@@ -180,7 +180,7 @@ def create_run(path: str | Path, config: dict[str, Any], device: str | None = No
     return run
 
 
-def _config_differences(old: Any, new: Any, where: str = "") -> list[str]:
+def config_differences(old: Any, new: Any, where: str = "") -> list[str]:
     """Paths (``a.b.c``) where two JSON-like configs differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
@@ -189,7 +189,7 @@ def _config_differences(old: Any, new: Any, where: str = "") -> list[str]:
             if k not in old or k not in new:
                 out.append(key)
             else:
-                out += _config_differences(old[k], new[k], key)
+                out += config_differences(old[k], new[k], key)
         return out
     return [] if old == new else [where or "(config)"]
 
@@ -210,7 +210,7 @@ def create_or_reuse_run(
         return create_run(p, config, device, seed)
     recorded = read_json(p / CONFIG)
     wanted = json.loads(json.dumps(config, default=str))
-    diff = _config_differences(recorded, wanted)
+    diff = config_differences(recorded, wanted)
     if diff:
         shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
         raise CopymarkError(

@@ -259,3 +259,30 @@ def test_style_goals_read_a_c_and_the_paired_difference():
     assert got["test: C within A's 95% CI (KID)"] == (None, "not computed: pass --inception-weights")
     assert got["test: B's paired gain over identity (psnr_rgb) > 0"][0] is True
     assert got["test: B's paired gain over untrained (psnr_rgb) > 0"] == (None, "not measured")
+
+
+def test_started_settings_are_fixed_new_and_unstarted_ones_may_change(tmp_path, data):
+    """The run folder records the common part of the config; each setting records its own when it
+    starts. A started setting with another config is refused naming it and the key; a setting
+    that has not started (or a new one) may change."""
+    from copymark.errors import ConfigError
+    from copymark.extraction.reproduce import (
+        SETTING_FILE,
+        SETTINGS_DIR,
+        check_started_settings,
+        recorded_config,
+        setting_record,
+    )
+
+    run = tmp_path / "run"
+    first = check_config(load_reproduce_config(_write(tmp_path, data, [style_setting()])), data)
+    (run / SETTINGS_DIR / "style").mkdir(parents=True)
+    (run / SETTINGS_DIR / "style" / SETTING_FILE).write_text(json.dumps(setting_record(first[0])))
+    check_started_settings(run, first)  # the same config: fine
+    grown = [style_setting(), style_setting(name="other", queries={"budget": 4, "size": 32})]
+    cfg = load_reproduce_config(_write(tmp_path, data, grown))
+    check_started_settings(run, check_config(cfg, data))  # a new setting: fine
+    assert "settings" not in json.dumps(recorded_config(cfg, data)).replace('"settings": "setting.json"', "")
+    changed = check_config(load_reproduce_config(_write(tmp_path, data, [style_setting(image_size=64)])), data)
+    with pytest.raises(ConfigError, match=r"setting 'style' .* started with another config \(differs in: image_size\)"):
+        check_started_settings(run, changed)

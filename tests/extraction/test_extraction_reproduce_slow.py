@@ -77,9 +77,17 @@ def test_tiny_config_end_to_end_and_resume(tmp_path, capsys):
     assert _requests(run) == requests
     assert (run / "tables.md").read_text() == md
 
-    # the run folder holds this config's run: another config is refused, naming the key
-    changed = json.loads(config.read_text())
+    # a started setting is fixed: another config for it is refused, naming the setting and the key
+    original = config.read_text()
+    changed = json.loads(original)
     changed["settings"][1]["queries"]["budget"] = 31
     config.write_text(json.dumps(changed))
     assert cli_main([*args, "--data-root", str(data)]) == 2
-    assert "settings" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "setting 'tiny-sr'" in err and "queries.budget" in err
+    # ... and so is a change to the common part of the config
+    changed = json.loads(original)
+    changed["n_boot"] = 300
+    config.write_text(json.dumps(changed))
+    assert cli_main([*args, "--data-root", str(data)]) == 2
+    assert "n_boot" in capsys.readouterr().err

@@ -27,8 +27,10 @@ command does the whole attack with the existing pieces, nothing re-implemented:
 Everything is checked before a folder is created or a query is paid: unknown keys, a missing
 folder, an empty or too short slice, a style setting without a target-style set (unless it asks
 for table B only), a surrogate procedure of the wrong task, sizes the surrogate cannot train
-at. **Resume**: the run folder records the config (a different config is refused, naming the
-keys); each phase is resumable on its own (the campaign skips answered inputs, training
+at. **Resume**: the run folder records the config's common part (a different one is refused,
+naming the keys) and each setting's folder its own config when the setting starts: a config may
+gain settings, and change ones not started yet, but a started setting run with another config is
+refused, naming the keys (rename it to run it anew); each phase is resumable on its own (the campaign skips answered inputs, training
 continues from its last checkpoint, evaluation answers live in a query store) and the
 orchestration skips what is finished, so a rerun after a crash pays no query twice and
 retrains nothing finished; a finished setting is not even served again. Settings may run in
@@ -70,6 +72,7 @@ DATA_PLACEHOLDER = "{data}"
 SETTINGS_DIR = "settings"
 STATE_FILE = "state.json"
 RESULT_FILE = "result.json"
+SETTING_FILE = "setting.json"
 STYLE_PROCEDURES = ("pix2pix",)
 SR_PROCEDURES = ("srresnet", "srgan")
 Echo = Callable[[str], Any]
@@ -1166,7 +1169,34 @@ def setting_result(
 
 
 def recorded_config(cfg: ReproduceConfig, data_root: Path) -> dict[str, Any]:
-    return {"command": "reproduce extraction-tables", "data_root": str(data_root), **cfg.model_dump(mode="json")}
+    """The run folder's own record: everything but the settings. Each setting's folder records
+    its own config (``settings/NAME/setting.json``) when it starts, so settings can be added to a
+    config, and ones not started yet changed, without a new run folder; a started one is fixed."""
+    whole = cfg.model_dump(mode="json")
+    whole.pop("settings")
+    return {"command": "reproduce extraction-tables", "data_root": str(data_root), "settings": SETTING_FILE, **whole}
+
+
+def setting_record(rs: ResolvedSetting) -> dict[str, Any]:
+    return json.loads(json.dumps(rs.config.model_dump(mode="json")))
+
+
+def check_started_settings(run_dir: Path, resolved: list[ResolvedSetting]) -> None:
+    """A setting that has started in ``run_dir`` must be run with the config it started with."""
+    from copymark.files import read_json
+    from copymark.runs import config_differences
+
+    for rs in resolved:
+        f = run_dir / SETTINGS_DIR / rs.config.name / SETTING_FILE
+        if not f.is_file():
+            continue
+        diff = config_differences(read_json(f, ConfigError), setting_record(rs))
+        if diff:
+            shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+            raise ConfigError(
+                f"setting {rs.config.name!r} in {run_dir} was started with another config (differs in: {shown})",
+                hint="keep the setting as it started, give the changed one a new name, or choose another --run-dir",
+            )
 
 
 def run_reproduction(
@@ -1188,6 +1218,7 @@ def run_reproduction(
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise DataError(f"--inception-weights {inception_weights}: no such file")
     resolved = check_config(cfg, root, only)
+    check_started_settings(Path(run_dir), resolved)
     run = create_or_reuse_run(run_dir, recorded_config(cfg, root), cfg.device, cfg.seed)
 
     def log(msg: str) -> None:
@@ -1201,6 +1232,9 @@ def run_reproduction(
         log(f"setting {name}: {rs.config.victim.label}")
         folder = run_dir / SETTINGS_DIR / name
         with setting_lock(folder):
+            check_started_settings(Path(run_dir), [rs])  # again under the lock: another process may have started it
+            if not (folder / SETTING_FILE).is_file():
+                atomic_write_json(folder / SETTING_FILE, setting_record(rs))
             result = run_setting(rs, folder, cfg, inception_weights, progress, log)
             atomic_write_json(folder / RESULT_FILE, result)
         results = collected_results(run_dir, order)
