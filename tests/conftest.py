@@ -2,6 +2,7 @@
 
 - ``shared_data``: the path of ``../shared/data`` beside the checkout (or $COPYMARK_SHARED_DATA);
   tests that need a folder of it call ``require_shared(...)`` and skip with a clear reason.
+- ``one_thread``: torch on one thread for a test (tiny nets);
 - ``gpu`` tests skip without CUDA; ``browser`` tests skip without Debian's chromium.
 """
 
@@ -18,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("COPYMARK_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny nets run faster single-threaded, far faster when the
+    shared cores are busy (modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def require_shared(*parts: str) -> Path:

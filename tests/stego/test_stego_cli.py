@@ -13,13 +13,7 @@ from stego_helpers import COVER_SAMPLES, SECRET_SAMPLES, write_tiles
 from copymark.cli import main
 from copymark.images import load_image, to_uint8
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

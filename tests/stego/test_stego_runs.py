@@ -18,12 +18,7 @@ from copymark.errors import ConfigError, WeightsError
 GGL = '{"filters": 4, "prep_layers": 1, "hide_layers": 1, "reveal_layers": 1}'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ from copymark.train.stego import STUDY_DEFAULTS, StegoPairs, StegoProcedure, Ste
 TINY_ARCH = {"en2d": {"width": 8}, "gglnet": {"filters": 4, "prep_layers": 1, "hide_layers": 1, "reveal_layers": 1}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run much faster single-threaded on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ SMALL_HOST = '{"net": {"widths": [16, 32, 64]}, "optim": {"lr": 0.05}}'
 CHANCE = 1 / len(CLASSES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run faster on one thread, and far faster when the shared cores are busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
