@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tests.sample_images import tiles
 from torch import nn
 
 from copymark.data.samples import sample_path
@@ -141,19 +142,6 @@ def block_ids(blocks: list[Block]) -> list[str]:
 # --------------------------------------------------------------------------- image folders
 
 
-def tiles(name: str, size: int, max_side: int, step: int | None = None) -> list[torch.Tensor]:
-    """``size`` px tiles of a built-in photograph shrunk (Pillow, antialiased) to ``max_side``."""
-    step = step or size
-    with Image.open(sample_path(name)) as img:
-        img = img.convert("RGB")
-        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        x = from_pil(img)
-    h, w = x.shape[-2:]
-    return [
-        x[:, i : i + size, j : j + size] for i in range(0, h - size + 1, step) for j in range(0, w - size + 1, step)
-    ]
-
-
 def write_photos(folder: Path, names: tuple[str, ...], max_side: int) -> Path:
     """Whole photographs shrunk to ``max_side`` (``folder/<name>.png``)."""
     for name in names:
@@ -190,16 +178,6 @@ def write_translation_data(root: Path, size: int = 32, pairs: int = 8) -> Path:
         save_image(target_of(x), root / "B" / f"{i:03d}.png")
     write_tiles(root / "trainA", ("coffee",), size, 6, "a")
     write_tiles(root / "trainB", ("rocket",), size, 5, "b")
-    return root
-
-
-def write_classes(root: Path, classes: tuple[str, ...], per_class: int, size: int = 32) -> Path:
-    """Class folders ``root/<class>/NNN.png``, one photograph per class (a task a CNN starts learning at once)."""
-    for c in classes:
-        ts = tiles(c, size, max_side=5 * size, step=size // 2)
-        assert len(ts) >= per_class, (c, len(ts))
-        for i, t in enumerate(ts[:per_class]):
-            save_image(t, root / c / f"{i:03d}.png")
     return root
 
 

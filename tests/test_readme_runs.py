@@ -58,13 +58,13 @@ from tests.readme_fixtures import (
     code_fences,
     readme_blocks,
     tiles,
-    write_classes,
     write_onnx_model,
     write_photos,
     write_tiles,
     write_translation_data,
     write_user_sr_module,
 )
+from tests.sample_images import write_classes
 
 from copymark.cli import main
 from copymark.data.samples import sample_names

@@ -1,7 +1,7 @@
 """Real (tiny) protect and verify run folders for the ownership-report tests.
 
-The class folders and secrets are tiles of scikit-image's bundled photographs (the helpers of
-tests/watermark/protect_helpers.py, copied here so the two test packages stay apart). One
+The class folders and secrets are tiles of scikit-image's bundled photographs
+(tests/sample_images.py, as the protection tests make them). One
 small CNN host and two independently trained null models are trained with `copymark
 classifier train`; then, through the CLI:
 
@@ -20,11 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
+from tests import sample_images
 
 from copymark.cli import main
-from copymark.data.samples import sample_path
-from copymark.images import from_pil, save_image
 from copymark.watermark.kit import generate_keypair
 
 CLASSES = ("astronaut", "chelsea", "coffee", "rocket")
@@ -33,29 +31,13 @@ SMALL = '{"net": {"widths": [16, 32, 64]}, "optim": {"lr": 0.05}}'
 E2E = '"codec": {"width": 16}, "host_optim": {"lr": 0.1}'
 
 
-def tiles(name: str, size: int = 32, max_side: int = 160, step: int = 16) -> list[torch.Tensor]:
-    with Image.open(sample_path(name)) as img:
-        img = img.convert("RGB")
-        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-        x = from_pil(img)
-    h, w = x.shape[-2:]
-    return [
-        x[:, i : i + size, j : j + size] for i in range(0, h - size + 1, step) for j in range(0, w - size + 1, step)
-    ]
-
-
 def write_classes(root: Path, per_class: int = 40, size: int = 32) -> Path:
-    for c in CLASSES:
-        for i, t in enumerate(tiles(c, size, max_side=5 * size, step=size // 2)[:per_class]):
-            save_image(t, root / c / f"{i:03d}.png")
-    return root
+    """``root/<class>/NNN.png``: one photograph per class (a task a small CNN learns in a few dozen steps)."""
+    return sample_images.write_classes(root, CLASSES, per_class, size)
 
 
 def write_secrets(root: Path, per_sample: int = 2, size: int = 32) -> Path:
-    for name in SECRET_SAMPLES:
-        for i, t in enumerate(tiles(name, size, max_side=5 * size, step=size)[:per_sample]):
-            save_image(t, root / f"{name}-{i}.png")
-    return root
+    return sample_images.write_secrets(root, SECRET_SAMPLES, per_sample, size)
 
 
 def _ok(argv: list[str]) -> None:
