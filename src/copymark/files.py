@@ -1,7 +1,10 @@
 """Crash-safe file writes, without torch (the attacker's client imports this and starts fast).
 
 A reader sees either the old file or the new one, never a half-written one: the bytes go to a
-temp file in the same folder, are fsynced, and an atomic ``os.replace`` puts them in place.
+temp file in the same folder, are fsynced, and an atomic ``os.replace`` puts them in place. The
+file gets the permissions a plain ``open(path, "w")`` would give it (0666 less the umask), not
+the temp file's private 0600: run records, reports and results are for reading. (Secrets are not
+written here: the private key is created 0600 by :func:`copymark.watermark.kit.generate_keypair`.)
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from typing import Any
 from copymark.errors import CopymarkError
 
 
+def _plain_file_mode() -> int:
+    umask = os.umask(0)  # the only way to read it; set back at once, once per process (at import)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _plain_file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
