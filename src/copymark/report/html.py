@@ -338,11 +338,15 @@ def write_report(
     :class:`CopymarkError` when the run folder, metrics.json or outputs/ is missing or
     malformed, naming the command that makes it.
     """
-    html = render_report(run_dir, max_images=max_images, store=store)
+    return write_html(render_report(run_dir, max_images=max_images, store=store), run_dir, out)
+
+
+def write_html(html: str, run_dir: str | Path, out: str | Path | None) -> Path:
+    """Write a report page to ``out`` (a file, or a folder for ``report.html`` in it), by default
+    ``RUN_DIR/report.html``, atomically; returns its path."""
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
     if target.is_dir():
         target = target / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, html.encode("utf-8"))
-    target.chmod(0o644)  # the temp file behind the atomic write is private (0600); a report is for reading
     return target

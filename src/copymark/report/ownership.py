@@ -37,9 +37,8 @@ import numpy as np
 
 import copymark
 from copymark.errors import CopymarkError
-from copymark.files import atomic_write_bytes
 from copymark.report import plots
-from copymark.report.html import Figure, _environment, png_data_uri
+from copymark.report.html import Figure, _environment, png_data_uri, write_html
 from copymark.report.ownership_runs import (
     DIFF_GAIN,
     PanelRow,
@@ -361,16 +360,6 @@ def render_verify_report(run_dir: str | Path) -> str:
     return _render(h=h, protect=None, kit=None, verifications=[view], searched=False, standalone=True)
 
 
-def _write(html: str, run_dir: str | Path, out: str | Path | None) -> Path:
-    target = Path(out) if out is not None else Path(run_dir) / "report.html"
-    if target.is_dir():
-        target = target / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, html.encode("utf-8"))
-    target.chmod(0o644)  # the temp file behind the atomic write is private (0600); a report is for reading
-    return target
-
-
 def write_protect_report(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -384,9 +373,9 @@ def write_protect_report(
     the visibility grid (the first triggers). Raises :class:`CopymarkError` naming what is
     missing, foreign or changed.
     """
-    return _write(render_protect_report(run_dir, verify, max_images), run_dir, out)
+    return write_html(render_protect_report(run_dir, verify, max_images), run_dir, out)
 
 
 def write_verify_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of one verify run; returns its path (default RUN/report.html)."""
-    return _write(render_verify_report(run_dir), run_dir, out)
+    return write_html(render_verify_report(run_dir), run_dir, out)
