@@ -13,6 +13,7 @@ caller, which evaluates it and writes the protected model and the kit.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,7 @@ class EmbedRuns(RunKind[EmbedRunConfig, dict[str, Any]]):
 
         t, p, iters = config.triggers, config.procedure, config.loop.iters
 
+        @functools.cache  # read once, also when cover negatives need the covers an end-to-end method has
         def covers() -> torch.Tensor:
             return load_covers(read_splits(config.data, check_sizes=False).train, t.cover_keys)[0]
 
