@@ -301,3 +301,17 @@ def test_full_size_resnet18_at_256_px_on_the_gpu(method, tmp_path):
     assert embed["loop"]["device"] == "cuda" and embed["loop"]["amp"] == "bf16"
     kit = load_kit(run / "kit")
     assert kit.trigger_images().shape == (8, 3, 256, 256) and m["trigger_psnr"]["n"] == 8
+
+
+def test_cover_negatives_reach_the_end_to_end_embedding(world, host, tmp_path):
+    """--method-config cover_negatives: the embedding run records it and its host steps score the
+    bare covers (acc_cover in the loss log); metrics say how often bare covers get the trigger label."""
+    run = tmp_path / "e2e-neg"
+    args = _args(world, "e2e-extraction", run, "--host", str(host), "--triggers", "8", "--trigger-batch", "8",
+                 "--iters", "3", "--batch-size", "8",
+                 "--method-config", '{"cover_negatives": true, "codec": {"width": 4}}')  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((run / "embed" / "config.json").read_text())["procedure"]["cover_negatives"] is True
+    logged = [json.loads(line) for line in (run / "embed" / "losses.jsonl").read_text().splitlines()]
+    assert logged and all(0 <= e["acc_cover"] <= 1 for e in logged)
+    assert 0 <= json.loads((run / "metrics.json").read_text())["cover_label_agreement"] <= 1
